@@ -1,0 +1,26 @@
+-- warmup.lua: define a coupon event and load its stock, at most until it starts.
+--
+-- KEYS[1] coupon:info:{C}   hash    event definition
+-- KEYS[2] event:active:{C}  string  event state: pending | active | ended
+-- KEYS[3] coupon:stock:{C}  string  coupons left
+-- ARGV[1] initial stock
+-- ARGV[2..] field, value pairs of the event definition
+--
+-- Returns WARMED (first time), REWARMED (the event was still pending: its
+-- definition and stock are replaced, nothing can have been issued yet) or
+-- STARTED (the event is active or ended: nothing changes). A scheduler that
+-- runs the warm-up again mid-event therefore never resets the stock, which is
+-- how the seed's plain SET oversells.
+
+local state = redis.call('GET', KEYS[2])
+if state == 'active' or state == 'ended' then
+  return 'STARTED'
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[2], 'pending')
+if state then
+  return 'REWARMED'
+end
+return 'WARMED'

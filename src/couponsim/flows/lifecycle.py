@@ -1,0 +1,107 @@
+"""Event lifecycle: warm-up, activation and end.
+
+The hardened flows are scripts, so a warm-up re-run by a retrying scheduler
+cannot reset the stock of a running event; the seed flows are the design's
+plain SETs, which can.
+"""
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+
+from couponsim.effects import Command, Script
+from couponsim.errors import UnknownCoupon
+from couponsim.event import CouponEvent
+from couponsim.flows import Flow
+from couponsim.keys import SEED_ISSUE_QUEUE, CouponKeys
+
+
+class WarmupOutcome(StrEnum):
+    WARMED = "WARMED"
+    """First warm-up of this coupon."""
+    REWARMED = "REWARMED"
+    """The event had not started: its definition and stock were replaced."""
+    STARTED = "STARTED"
+    """The event is active or ended: nothing changed."""
+
+
+class EventState(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+class TransitionVerdict(StrEnum):
+    CHANGED = "CHANGED"
+    UNCHANGED = "UNCHANGED"
+    REFUSED = "REFUSED"
+
+
+@dataclass(frozen=True)
+class Transition:
+    verdict: TransitionVerdict
+    before: EventState | None
+
+
+def warm_up(event: CouponEvent) -> Flow[WarmupOutcome]:
+    """Define the event and load its stock, unless it has started already."""
+    keys = CouponKeys(event.coupon_id)
+    fields = [item for pair in event.to_fields().items() for item in pair]
+    outcome = yield Script("warmup", (keys.info, keys.active, keys.stock), (event.stock, *fields))
+    return WarmupOutcome(outcome)
+
+
+def warm_up_seed(event: CouponEvent) -> Flow[WarmupOutcome]:
+    """The seed's warm-up: plain writes, so a re-run mid-event resets the stock."""
+    keys = CouponKeys(event.coupon_id)
+    fields = [item for pair in event.to_fields().items() for item in pair]
+    yield Command("SET", (keys.stock, event.stock))
+    yield Command("HSET", (keys.info, *fields))
+    yield Command("SET", (keys.active, EventState.PENDING.value))
+    return WarmupOutcome.WARMED
+
+
+def _transition(coupon_id: str, target: EventState,
+                allowed_from: tuple[EventState, ...]) -> Flow[Transition]:
+    keys = CouponKeys(coupon_id)
+    verdict, before = yield Script(
+        "transition", (keys.info, keys.active), (target.value, *(s.value for s in allowed_from))
+    )
+    if verdict == "UNKNOWN":
+        raise UnknownCoupon(coupon_id)
+    return Transition(TransitionVerdict(verdict), EventState(before) if before else None)
+
+
+def activate(coupon_id: str) -> Flow[Transition]:
+    """Open the event for issuing; an ended event is never reopened."""
+    return _transition(coupon_id, EventState.ACTIVE, (EventState.PENDING,))
+
+
+def end(coupon_id: str) -> Flow[Transition]:
+    """Close the event; it cannot be activated again."""
+    return _transition(coupon_id, EventState.ENDED, (EventState.PENDING, EventState.ACTIVE))
+
+
+def activate_seed(coupon_id: str) -> Flow[None]:
+    """The seed's activation scheduler: a plain SET of the flag, whatever came before."""
+    yield Command("SET", (CouponKeys(coupon_id).active, EventState.ACTIVE.value))
+
+
+def purge(coupon_id: str) -> Flow[int]:
+    """Forget an event entirely (every key under its tag, and its seed queue entries).
+
+    For the workbench's scratch runs, so that a job can be replayed on the same
+    Redis; returns how many keys and queue entries were removed.
+    """
+    keys = CouponKeys(coupon_id)
+    removed, cursor = 0, "0"
+    while True:
+        cursor, found = yield Command("SCAN", (cursor, "MATCH", f"*{keys.tag}*", "COUNT", 1000))
+        if found:
+            removed += yield Command("DEL", tuple(found))
+        if str(cursor) == "0":
+            break
+    for raw in (yield Command("LRANGE", (SEED_ISSUE_QUEUE, 0, -1))):
+        if json.loads(raw).get("coupon") == coupon_id:
+            removed += yield Command("LREM", (SEED_ISSUE_QUEUE, 1, raw))
+    return removed

@@ -1,0 +1,77 @@
+"""The Redis key schema, in one place.
+
+Every key of one coupon carries the hash tag ``{couponId}`` so that each
+script touches a single cluster slot. The seed design's names are kept where
+they are safe; the seed's global issue list and its per-request status key are
+kept only for the seed variant, whose flaws the workbench demonstrates.
+"""
+
+from dataclasses import dataclass
+
+from couponsim.ids import validate_id
+
+SEED_ISSUE_QUEUE = "coupon:issue:queue"
+"""The seed's one global list of issued requests (LPOPed by its consumer)."""
+
+
+def seed_status_key(request_id: str) -> str:
+    """The seed's status string for one request; it carries no coupon tag."""
+    return f"coupon:status:{validate_id('request', request_id)}"
+
+
+def user_coupons_key(user_id: str) -> str:
+    """The cache of one user's coupons (a hash), tagged by user."""
+    return f"user:coupons:{{{validate_id('user', user_id)}}}"
+
+
+@dataclass(frozen=True)
+class CouponKeys:
+    """All keys of one coupon; building one validates the coupon ID."""
+
+    coupon_id: str
+
+    def __post_init__(self) -> None:
+        validate_id("coupon", self.coupon_id)
+
+    @property
+    def tag(self) -> str:
+        return f"{{{self.coupon_id}}}"
+
+    @property
+    def info(self) -> str:
+        """Hash: the event's definition (initial stock, discount, limits, times)."""
+        return f"coupon:info:{self.tag}"
+
+    @property
+    def active(self) -> str:
+        """String: the event's state, one of ``pending``, ``active``, ``ended``."""
+        return f"event:active:{self.tag}"
+
+    @property
+    def stock(self) -> str:
+        """String: coupons left to issue."""
+        return f"coupon:stock:{self.tag}"
+
+    @property
+    def issued(self) -> str:
+        """Set of user IDs: the seed's duplicate check (SISMEMBER / SADD)."""
+        return f"coupon:issued:{self.tag}"
+
+    @property
+    def holders(self) -> str:
+        """Hash user ID -> coupons issued to that user: the hardened per-user limit."""
+        return f"coupon:holders:{self.tag}"
+
+    @property
+    def queue(self) -> str:
+        """Stream: the hardened per-coupon issue queue, one entry per issued coupon."""
+        return f"coupon:queue:{self.tag}"
+
+    @property
+    def waiting(self) -> str:
+        """Sorted set: the virtual waiting room."""
+        return f"coupon:waiting:{self.tag}"
+
+    def request(self, request_id: str) -> str:
+        """Hash: one hardened request's answer and status, the idempotency record."""
+        return f"coupon:request:{self.tag}:{validate_id('request', request_id)}"
