@@ -1,13 +1,17 @@
-"""One suite, two backends: every test taking ``driver`` runs on a fresh
-FakeServer and on a flushed real Redis (REDIS_URL, a dedicated database).
+"""One suite, several backends: every test taking ``driver`` runs on a fresh
+FakeServer and on a flushed real Redis (REDIS_URL, a dedicated database);
+every test taking ``system`` runs on each Redis with SQLite (a file per test)
+and with PostgreSQL (DATABASE_URL, tables dropped around each test).
 
-Without a real Redis the real half skips, unless COUPONSIM_REQUIRE_REDIS=1
-(set by .ci/run), which turns the absence into a failure.
+Without a real Redis or PostgreSQL their half skips, unless
+COUPONSIM_REQUIRE_REDIS=1 / COUPONSIM_REQUIRE_POSTGRES=1 (set by .ci/run),
+which turn the absence into a failure.
 """
 
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -15,12 +19,16 @@ import redis
 
 from couponsim.connection import connect
 from couponsim.drivers.sync import SyncDriver
-from couponsim.errors import RedisUnavailable
+from couponsim.errors import DatabaseUnavailable, RedisUnavailable
 from couponsim.event import CouponEvent
 from couponsim.flows import Variant, lifecycle
+from couponsim.persistence.repository import Repository
 
 REAL_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 REQUIRE_REDIS = os.environ.get("COUPONSIM_REQUIRE_REDIS") == "1"
+POSTGRES_URL = os.environ.get("DATABASE_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_POSTGRES = os.environ.get("COUPONSIM_REQUIRE_POSTGRES") == "1"
 
 
 @dataclass
@@ -67,6 +75,45 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 @pytest.fixture
 def driver(backend: Backend) -> SyncDriver:
     return backend.driver()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    try:
+        Repository.from_url(POSTGRES_URL).engine.dispose()
+    except DatabaseUnavailable as exc:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"COUPONSIM_REQUIRE_POSTGRES=1 but {exc}")
+        pytest.skip(f"no PostgreSQL: {exc}")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def sqlite_repository(tmp_path: Path) -> Iterator[Repository]:
+    repository = Repository.from_url(f"sqlite:///{tmp_path / 'coupons.sqlite'}")
+    yield repository
+    repository.engine.dispose()
+
+
+@pytest.fixture
+def postgres_repository(postgres_url: str) -> Iterator[Repository]:
+    repository = Repository.from_url(postgres_url)
+    repository.drop_schema()
+    repository.create_schema()
+    yield repository
+    repository.drop_schema()
+    repository.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def repository(request: pytest.FixtureRequest) -> Repository:
+    return request.getfixturevalue(f"{request.param}_repository")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def system(backend: Backend, repository: Repository) -> SyncDriver:
+    """A driver with both halves of the system: a Redis and a database."""
+    return SyncDriver(backend.client, backend.url, repository, sleep=lambda _s: None)
 
 
 def open_event(driver: SyncDriver, variant: Variant = Variant.HARDENED,

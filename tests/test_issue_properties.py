@@ -8,7 +8,7 @@ from couponsim.drivers.interleave import run_interleaved
 from couponsim.drivers.sync import SyncDriver
 from couponsim.flows import Variant
 from couponsim.flows.issue import IssueOutcome, IssueRequest, issue, issue_seed
-from couponsim.verify import check_issuance
+from couponsim.verify import check_invariants
 
 from .conftest import Backend, open_event
 
@@ -34,7 +34,7 @@ def test_hardened_issuance_keeps_every_invariant(backend: Backend, stock: int,
     results = run_interleaved(flows, driver.execute,
                               lambda n: data.draw(st.integers(0, n - 1)), window)
 
-    report = driver.run(check_issuance("c1"))
+    report = driver.run(check_invariants("c1"))
     assert report.ok, report.checks
     wanted = {user: min(per_user_limit, requesters.count(user)) for user in set(requesters)}
     assert report.issued == min(stock, sum(wanted.values()))
@@ -53,5 +53,5 @@ def test_the_seed_never_oversells_but_may_duplicate(requesters: list[int], stock
     flows = [issue_seed(IssueRequest("c1", f"u{user}", f"r{n}"), 5)
              for n, user in enumerate(requesters)]
     run_interleaved(flows, driver.execute, lambda n: data.draw(st.integers(0, n - 1)), 4)
-    report = driver.run(check_issuance("c1"))
+    report = driver.run(check_invariants("c1"))
     assert report.oversold == 0 and report.conservation_gap == 0 and report.stock_left >= 0

@@ -7,7 +7,7 @@ from couponsim.flows import Variant, lifecycle
 from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest, issue
 from couponsim.flows.lifecycle import EventState, TransitionVerdict, WarmupOutcome
 from couponsim.keys import CouponKeys
-from couponsim.verify import check_issuance
+from couponsim.verify import check_invariants
 
 from .conftest import Backend, open_event
 
@@ -42,7 +42,7 @@ def test_warm_up_rerun_mid_event_changes_nothing(driver: SyncDriver, backend: Ba
     assert backend.client.get(CouponKeys("c1").stock) == "1"
     assert backend.client.get(CouponKeys("c1").active) == EventState.ACTIVE
     assert issue_all(driver, Variant.HARDENED, ["u3", "u4"], "b") == ["ISSUED", "SOLD_OUT"]
-    assert driver.run(check_issuance("c1")).ok
+    assert driver.run(check_invariants("c1")).ok
 
 
 def test_the_seed_warm_up_rerun_mid_event_oversells(driver: SyncDriver) -> None:
@@ -52,7 +52,7 @@ def test_the_seed_warm_up_rerun_mid_event_oversells(driver: SyncDriver) -> None:
     driver.run(lifecycle.warm_up_seed(event))
     driver.run(lifecycle.activate_seed("c1"))
     assert issue_all(driver, Variant.SEED, ["u4", "u5", "u6"], "b") == ["ISSUED"] * 3
-    report = driver.run(check_issuance("c1"))
+    report = driver.run(check_invariants("c1"))
     assert (report.issued, report.oversold, report.ok) == (6, 3, False)
 
 
@@ -97,9 +97,9 @@ def test_purge_forgets_every_key_of_the_coupon_only(driver: SyncDriver, backend:
     driver.run(ISSUE_FLOWS[Variant.SEED](IssueRequest("c2", "u1", "b"), 1))
     driver.run(lifecycle.purge("c1"))
     assert not [key for key in backend.client.keys() if "{c1}" in key]
-    assert driver.run(check_issuance("c2")).issued == 1
+    assert driver.run(check_invariants("c2")).issued == 1
     with pytest.raises(UnknownCoupon):
-        driver.run(check_issuance("c1"))
+        driver.run(check_invariants("c1"))
 
 
 @pytest.mark.parametrize(

@@ -6,15 +6,19 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
+from couponsim.consumers import drain, drain_seed
 from couponsim.drivers.sync import SyncDriver
 from couponsim.effects import Effect, Script
 from couponsim.event import CouponEvent
 from couponsim.flows import Variant, lifecycle
+from couponsim.flows.consume import ConsumerConfig
 from couponsim.flows.issue import ISSUE_FLOWS, IssueRequest
+from couponsim.persistence.repository import Repository
 from couponsim.scripts import lua_dir, script_names
-from couponsim.verify import check_issuance
+from couponsim.verify import check_invariants
 
 from .conftest import Backend
+from .test_consumers import PoisonRepository
 
 LUA_FILES = sorted(lua_dir().glob("*.lua"))
 
@@ -74,8 +78,8 @@ def test_the_global_check_catches_globals() -> None:
 
 
 class RecordingDriver(SyncDriver):
-    def __init__(self, backend: Backend) -> None:
-        super().__init__(backend.client, backend.url)
+    def __init__(self, backend: Backend, repository: Repository) -> None:
+        super().__init__(backend.client, backend.url, repository)
         self.script_calls: list[Script] = []
 
     def execute(self, effect: Effect) -> object:
@@ -84,11 +88,12 @@ class RecordingDriver(SyncDriver):
         return super().execute(effect)
 
 
-def test_no_script_call_spans_two_cluster_slots(fake_backend: Backend) -> None:
+def test_no_script_call_spans_two_cluster_slots(fake_backend: Backend,
+                                                sqlite_repository: Repository) -> None:
     """Every script every flow sends keeps all its KEYS in one slot (no CROSSSLOT)."""
-    driver = RecordingDriver(fake_backend)
+    driver = RecordingDriver(fake_backend, PoisonRepository(sqlite_repository, "u2-r"))
     for variant, coupon in ((Variant.HARDENED, "h1"), (Variant.SEED, "s1")):
-        event = CouponEvent(coupon, stock=1)
+        event = CouponEvent(coupon, stock=2)
         if variant is Variant.SEED:
             driver.run(lifecycle.warm_up_seed(event))
             driver.run(lifecycle.activate_seed(coupon))
@@ -98,7 +103,11 @@ def test_no_script_call_spans_two_cluster_slots(fake_backend: Backend) -> None:
             driver.run(lifecycle.activate(coupon))
         for user in ("u1", "u1", "u2"):
             driver.run(ISSUE_FLOWS[variant](IssueRequest(coupon, user, f"{user}-r"), 1))
-        driver.run(check_issuance(coupon))
+        if variant is Variant.SEED:
+            drain_seed(driver)
+        else:
+            drain(driver, coupon, config=ConsumerConfig(claim_idle_ms=0, max_deliveries=1))
+        driver.run(check_invariants(coupon, with_database=True))
         driver.run(lifecycle.end(coupon))
         driver.run(lifecycle.purge(coupon))
 

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -6,6 +7,7 @@ from couponsim.cli import main
 from couponsim.drivers.sync import SyncDriver
 from couponsim.errors import InvalidInput
 from couponsim.flows import Variant
+from couponsim.flows.consume import CrashPoint
 from couponsim.flows.issue import IssueOutcome
 from couponsim.spike import SpikeConfig, run_spike
 
@@ -14,26 +16,39 @@ from .conftest import Backend
 SMALL = {"users": 400, "stock": 100, "double_click": 0.3, "concurrency": 32}
 
 
-def test_the_hardened_spike_keeps_every_invariant(driver: SyncDriver) -> None:
-    result = run_spike(SpikeConfig(**SMALL), driver)  # type: ignore[arg-type]
+def test_the_hardened_spike_keeps_every_invariant(system: SyncDriver) -> None:
+    result = run_spike(SpikeConfig(**SMALL), system)  # type: ignore[arg-type]
     assert result.report.ok
-    assert result.told[IssueOutcome.ISSUED] == result.report.issued == 100
+    assert result.told[IssueOutcome.ISSUED] == result.report.persisted == 100
+    assert result.consumed.persisted == 100
     assert sum(result.told.values()) == result.requests > 400
 
 
-def test_the_seed_spike_double_issues_to_double_clickers(driver: SyncDriver) -> None:
-    result = run_spike(SpikeConfig(**SMALL, variant=Variant.SEED), driver)  # type: ignore[arg-type]
-    assert result.report.duplicates
-    assert all(n == 2 for n in result.report.duplicates.values())
+def test_the_seed_spike_turns_double_clicks_into_lost_coupons(system: SyncDriver) -> None:
+    """Double clicks take two units of stock; the database's per-user constraint then
+    refuses the second coupon, and the seed consumer drops the batch it popped."""
+    result = run_spike(SpikeConfig(**SMALL, variant=Variant.SEED), system)  # type: ignore[arg-type]
     assert result.report.oversold == 0
+    assert result.report.lost_units > 0
+    assert result.consumed.dropped == result.report.lost_units
     assert not result.report.ok
 
 
-def test_a_spike_replays_identically_from_its_seed(driver: SyncDriver) -> None:
+@pytest.mark.parametrize("point", list(CrashPoint))
+def test_a_hardened_spike_with_a_consumer_crash_keeps_every_invariant(
+        system: SyncDriver, point: CrashPoint) -> None:
+    config = SpikeConfig(users=200, stock=50, batch_size=20, consumer_crash=point)
+    result = run_spike(config, system)
+    assert result.report.ok, result.report.checks
+    assert result.report.persisted == 50
+
+
+def test_a_spike_replays_identically_from_its_seed(system: SyncDriver) -> None:
     config = SpikeConfig(**SMALL, variant=Variant.SEED)  # type: ignore[arg-type]
-    first, second = run_spike(config, driver), run_spike(config, driver)
+    first, second = run_spike(config, system), run_spike(config, system)
     assert first.told == second.told
     assert first.report.coupons_per_user == second.report.coupons_per_user
+    assert first.consumed.dropped == second.consumed.dropped
 
 
 @pytest.mark.parametrize("fields", [{"users": 0}, {"double_click": 1.5}, {"concurrency": 0},
@@ -43,35 +58,59 @@ def test_bad_spike_settings_are_refused(fields: dict[str, object]) -> None:
         SpikeConfig(**fields)  # type: ignore[arg-type]
 
 
-def test_the_command_prints_the_tally_and_exits_by_the_invariants(
-        capsys: pytest.CaptureFixture[str], backend: Backend) -> None:
+@pytest.fixture
+def stores(backend: Backend, tmp_path: Path) -> list[str]:
     url = "fake://cli-test" if backend.name == "fake" else backend.url
-    args = ["run", "spike", "--users", "300", "--stock", "50", "--double-click", "0.5",
-            "--redis-url", url]
+    return ["--redis-url", url, "--db-url", f"sqlite:///{tmp_path / 'cli.sqlite'}"]
+
+
+def test_the_command_prints_the_tally_and_exits_by_the_invariants(
+        capsys: pytest.CaptureFixture[str], stores: list[str]) -> None:
+    args = ["run", "spike", "--users", "300", "--stock", "50", "--double-click", "0.5", *stores]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "all invariants hold" in out and "ISSUED" in out
+    assert "all invariants hold" in out and "ISSUED" in out and "50 stored" in out
     assert main([*args, "--variant", "seed"]) == 1
-    assert "FAIL  no duplicate" in capsys.readouterr().out
+    assert "FAIL  nothing lost" in capsys.readouterr().out
 
 
-def test_the_command_speaks_json(capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_judges_a_live_system(capsys: pytest.CaptureFixture[str],
+                                     stores: list[str]) -> None:
+    assert main(["run", "--users", "100", "--stock", "10", "--coupon", "live", *stores]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--coupon", "live", "--json", *stores]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (document["ok"], document["persisted"], document["stock_left"]) == (True, 10, 0)
+    assert main(["run", "--users", "100", "--stock", "10", "--coupon", "live",
+                 "--variant", "seed", "--crash-at", "after_read", *stores]) == 1
+    capsys.readouterr()
+    assert main(["verify", "--coupon", "live", *stores]) == 1
+    assert "FAIL  nothing lost" in capsys.readouterr().out
+    assert main(["verify", "--coupon", "ghost", *stores]) == 2
+
+
+def test_the_command_speaks_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["run", "--users", "200", "--stock", "20", "--json",
-                 "--redis-url", "fake://cli-json"]) == 0
+                 "--redis-url", "fake://cli-json",
+                 "--db-url", f"sqlite:///{tmp_path / 'json.sqlite'}"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["ok"] is True
-    assert document["told"]["ISSUED"] == 20
-    assert {check["name"] for check in document["checks"]} >= {
+    assert document["told"]["ISSUED"] == document["report"]["persisted"] == 20
+    assert {check["name"] for check in document["report"]["checks"]} >= {
         "no oversell (coupons issued beyond the stock)"}
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--redis-url", "redis://127.0.0.1:1/0"], "did not answer"),
+    (["--redis-url", "redis://127.0.0.1:1/0"], "cannot use Redis"),
     (["--redis-url", "mongodb://x"], "unknown Redis URL"),
+    (["--db-url", "mysql://x/y"], "unsupported database"),
+    (["--db-url", "postgresql+psycopg://nobody@127.0.0.1:1/x"], "did not answer"),
     (["--coupon", "a{b}"], "coupon ID"),
     (["--users", "-3"], "at least 1"),
 ])
 def test_the_command_reports_bad_input_with_exit_2(args: list[str], message: str,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", *args]) == 2
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  tmp_path: Path) -> None:
+    db = ["--db-url", f"sqlite:///{tmp_path / 'bad.sqlite'}"]
+    assert main(["run", *db, *args]) == 2
     assert message in capsys.readouterr().err

@@ -1,24 +1,38 @@
-"""The ``couponsim`` command line."""
+"""The ``couponsim`` command line.
+
+Exit codes: 0 all invariants hold, 1 an invariant is broken, 2 bad input or a
+Redis or database that cannot be used, 70 an internal error (a bug: the
+traceback is printed).
+"""
 
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Any
 
 from couponsim.connection import DEFAULT_REDIS_URL
 from couponsim.drivers.sync import SyncDriver
 from couponsim.errors import CouponsimError
 from couponsim.flows import Variant
+from couponsim.flows.consume import CrashPoint
 from couponsim.flows.issue import IssueOutcome
+from couponsim.persistence.database import DEFAULT_DATABASE_URL
+from couponsim.persistence.repository import Repository
 from couponsim.spike import SpikeConfig, SpikeResult, run_spike
+from couponsim.verify import InvariantReport, check_invariants
 
 SCENARIOS = ("spike",)
+EXIT_BROKEN, EXIT_UNUSABLE, EXIT_BUG = 1, 2, 70
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="couponsim", description=__doc__)
+    parser = argparse.ArgumentParser(prog="couponsim", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+
     run = commands.add_parser("run", help="run a scenario and check its invariants")
     run.add_argument("scenario", nargs="?", default="spike", choices=SCENARIOS)
     defaults = SpikeConfig()
@@ -32,53 +46,107 @@ def _parser() -> argparse.ArgumentParser:
                      help="requests in flight at once")
     run.add_argument("--seed", type=int, default=defaults.seed)
     run.add_argument("--coupon", default=defaults.coupon_id,
-                     help="coupon ID; its keys are cleared before the run")
-    run.add_argument("--redis-url", default=DEFAULT_REDIS_URL,
-                     help="fake://NAME (embedded, default), redis://, rediss:// or unix://")
-    run.add_argument("--json", action="store_true", help="print the result as JSON")
+                     help="coupon ID; its keys and rows are cleared before the run")
+    run.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                     help="queue entries per hardened consumer batch")
+    run.add_argument("--crash-at", choices=[p.value for p in CrashPoint],
+                     help="make the first consumer batch die here; a restarted one drains")
+    _add_store_options(run)
+
+    verify = commands.add_parser("verify", help="check the invariants of a live system")
+    verify.add_argument("--coupon", required=True)
+    _add_store_options(verify)
     return parser
 
 
-def _print_table(result: SpikeResult) -> None:
-    config = result.config
-    print(f"spike: {config.users:,} users, {config.stock:,} coupons, "
-          f"variant {config.variant}, seed {config.seed}: {result.requests:,} requests "
-          f"in {result.wall_s:.2f} s")
-    print("\nusers were told")
-    for outcome in IssueOutcome:
-        print(f"  {outcome.value:<12}{result.told[outcome]:>10,}")
-    print("\ninvariants, judged on what Redis holds")
-    for check in result.report.checks:
-        print(f"  {'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.observed:,}")
-    print("\nall invariants hold" if result.report.ok else "\nINVARIANTS BROKEN")
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL,
+                        help="fake://NAME (embedded, default), redis://, rediss:// or unix://")
+    parser.add_argument("--db-url", default=DEFAULT_DATABASE_URL,
+                        help="sqlite:///FILE (default) or postgresql+psycopg://...")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def _as_json(result: SpikeResult) -> str:
-    return json.dumps({
-        "config": asdict(result.config),
-        "requests": result.requests,
+def _report_lines(report: InvariantReport) -> list[str]:
+    lines = [f"\n{report.variant} coupon {report.coupon_id}: stock {report.initial_stock:,}, "
+             f"left {report.stock_left:,}, issued {report.issued:,}, stored "
+             f"{report.persisted if report.persisted is not None else '-'}, in flight "
+             f"{report.in_flight:,}, compensated {report.compensated:,}",
+             "invariants, judged on what Redis and the database hold"]
+    lines += [f"  {'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.observed:,}"
+              for check in report.checks]
+    lines.append("\nall invariants hold" if report.ok else "\nINVARIANTS BROKEN")
+    return lines
+
+
+def _spike_lines(result: SpikeResult) -> list[str]:
+    config, consumed = result.config, result.consumed
+    lines = [f"spike: {config.users:,} users, {config.stock:,} coupons, variant "
+             f"{config.variant}, seed {config.seed}: {result.requests:,} requests in "
+             f"{result.wall_s:.2f} s", "\nusers were told"]
+    lines += [f"  {outcome.value:<12}{result.told[outcome]:>10,}" for outcome in IssueOutcome]
+    lines.append(f"\nconsumers: {consumed.batches:,} batches, {consumed.persisted:,} stored, "
+                 f"{consumed.compensated:,} compensated, {consumed.dropped:,} dropped"
+                 + (f" (first batch crashed {config.consumer_crash})"
+                    if config.consumer_crash else ""))
+    return lines + _report_lines(result.report)
+
+
+def _report_json(report: InvariantReport) -> dict[str, Any]:
+    return {
+        "coupon": report.coupon_id, "variant": report.variant,
+        "stock": report.initial_stock, "stock_left": report.stock_left,
+        "issued": report.issued, "persisted": report.persisted,
+        "in_flight": report.in_flight, "compensated": report.compensated,
+        "lost": list(report.lost), "stuck": list(report.stuck),
+        "unexpected": list(report.unexpected), "duplicates": report.duplicates,
+        "checks": [asdict(check) for check in report.checks], "ok": report.ok,
+    }
+
+
+def _spike_json(result: SpikeResult) -> dict[str, Any]:
+    consumed = result.consumed
+    return {
+        "config": asdict(result.config), "requests": result.requests,
         "told": {outcome.value: result.told[outcome] for outcome in IssueOutcome},
-        "checks": [asdict(check) for check in result.report.checks],
-        "ok": result.report.ok,
+        "consumed": {"batches": consumed.batches, "persisted": consumed.persisted,
+                     "compensated": consumed.compensated, "dropped": consumed.dropped},
+        "report": _report_json(result.report), "ok": result.report.ok,
         "wall_s": round(result.wall_s, 3),
-    }, indent=2)
+    }
+
+
+def _run(args: argparse.Namespace) -> InvariantReport:
+    repository = Repository.from_url(args.db_url)
+    driver = SyncDriver.from_url(args.redis_url, repository)
+    if args.command == "verify":
+        report = driver.run(check_invariants(args.coupon, with_database=True))
+        print(json.dumps(_report_json(report), indent=2) if args.json
+              else "\n".join(_report_lines(report)).lstrip())
+        return report
+    config = SpikeConfig(users=args.users, stock=args.stock, double_click=args.double_click,
+                         concurrency=args.concurrency, variant=Variant(args.variant),
+                         seed=args.seed, coupon_id=args.coupon, batch_size=args.batch_size,
+                         consumer_crash=args.crash_at)
+    result = run_spike(config, driver)
+    print(json.dumps(_spike_json(result), indent=2) if args.json
+          else "\n".join(_spike_lines(result)))
+    return result.report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = SpikeConfig(users=args.users, stock=args.stock, double_click=args.double_click,
-                             concurrency=args.concurrency, variant=Variant(args.variant),
-                             seed=args.seed, coupon_id=args.coupon)
-        result = run_spike(config, SyncDriver.from_url(args.redis_url))
+        report = _run(args)
     except CouponsimError as exc:
         print(f"couponsim: error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(_as_json(result))
-    else:
-        _print_table(result)
-    return 0 if result.report.ok else 1
+        return EXIT_UNUSABLE
+    except Exception:
+        traceback.print_exc()
+        print("couponsim: internal error (a bug): please report the traceback above",
+              file=sys.stderr)
+        return EXIT_BUG
+    return 0 if report.ok else EXIT_BROKEN
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The effects a flow yields: descriptions of I/O, executed by a driver.
 
-A flow never touches a socket or a clock; it yields one of these and receives
-the result. Each yield is one network round trip, which is where a driver may
-interleave other flows.
+A flow never touches a socket, a database or a clock; it yields one of these
+and receives the result. Each yield is one round trip, which is where a driver
+may interleave other flows. An effect that fails is thrown back into the flow
+as the driver's typed error (``RedisUnavailable``, ``DatabaseUnavailable``,
+``PersistenceError``...), so a flow can decide what a failure means.
 """
 
 from dataclasses import dataclass
@@ -13,7 +15,9 @@ class Command:
     """One Redis command, e.g. ``Command("GET", ("event:active:{c1}",))``."""
 
     name: str
-    args: tuple[str | int, ...] = ()
+    args: tuple[object, ...] = ()
+    options: tuple[tuple[str, object], ...] = ()
+    """Options for redis-py's reply parser, e.g. ``(("parse_detail", True),)`` for XPENDING."""
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,32 @@ class Script:
 
     name: str
     keys: tuple[str, ...]
-    args: tuple[str | int, ...] = ()
+    args: tuple[str | int | float, ...] = ()
 
 
-Effect = Command | Script
+@dataclass(frozen=True)
+class Pipeline:
+    """Several Redis commands sent in one round trip; the result is the list of
+    their replies. ``atomic`` wraps them in MULTI/EXEC, for a consistent
+    snapshot of keys of one slot."""
+
+    commands: tuple[Command, ...]
+    atomic: bool = False
+
+
+@dataclass(frozen=True)
+class DbCall:
+    """One call of the repository (couponsim.persistence), e.g. one transaction."""
+
+    method: str
+    args: tuple[object, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Wait this long on the driver's clock (wall time, or virtual time in a simulation)."""
+
+    seconds: float
+
+
+Effect = Command | Script | Pipeline | DbCall | Pause

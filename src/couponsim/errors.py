@@ -1,7 +1,10 @@
 """Typed errors: every refusal a caller can act on has its own class.
 
-Each error is raised before any state changes, so a caller that catches one
-knows the store is as it was.
+Errors about the caller's input (:class:`InvalidInput` and its kin,
+:class:`UnknownCoupon`, :class:`RequestIdConflict`) are raised before anything
+is written. :class:`RedisUnavailable` and :class:`DatabaseUnavailable` can
+come mid-flow; what a flow leaves behind then is what the invariant checker
+and the consumers' redelivery are for.
 """
 
 
@@ -29,6 +32,14 @@ class UnknownCoupon(CouponsimError, LookupError):
         self.coupon_id = coupon_id
 
 
+class UnknownRequest(CouponsimError, LookupError):
+    """No status is kept for this request: never issued, or its record has expired."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"unknown request {request_id!r}: never issued, or long expired")
+        self.request_id = request_id
+
+
 class RequestIdConflict(CouponsimError):
     """A request ID was reused for a different user: replaying it would leak another answer."""
 
@@ -41,12 +52,36 @@ class RequestIdConflict(CouponsimError):
 
 
 class RedisUnavailable(CouponsimError, ConnectionError):
-    """The Redis named by a URL did not answer."""
+    """The Redis named by a URL did not answer, or refused the connection's settings."""
 
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"Redis at {url} did not answer: {reason}")
+        super().__init__(f"cannot use Redis at {url}: {reason}")
         self.url = url
+
+
+class DatabaseUnavailable(CouponsimError, ConnectionError):
+    """The database did not answer or refused the connection: worth retrying."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"database at {url} did not answer: {reason}")
+        self.url = url
+
+
+class PersistenceError(CouponsimError):
+    """The database refused a write for good (a constraint, bad data): retrying will not help."""
+
+
+class InjectedCrash(CouponsimError):
+    """Raised on purpose at a named point, to test what a crash there leaves behind."""
+
+    def __init__(self, point: str) -> None:
+        super().__init__(f"injected crash at {point}")
+        self.point = point
 
 
 class UnknownRedisUrl(InvalidInput):
     """A Redis URL with a scheme this package does not know."""
+
+
+class UnknownDatabaseUrl(InvalidInput):
+    """A database URL that is malformed or names a database this package does not support."""

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 from couponsim.errors import InvalidEventConfig
-from couponsim.ids import validate_id
+from couponsim.ids import MAX_WHOLE_NUMBER, validate_id
 
 
 class DiscountKind(StrEnum):
@@ -40,14 +40,16 @@ class CouponEvent:
         for name in ("stock", "discount_value", "max_discount", "min_order", "validity_s",
                      "starts_at_ms", "ends_at_ms"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidEventConfig(f"{name} must be a whole number >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or not 0 <= value <= MAX_WHOLE_NUMBER:
+                raise InvalidEventConfig(
+                    f"{name} must be a whole number from 0 to 2**53-1, got {value!r}")
         if self.stock == 0:
             raise InvalidEventConfig("stock must be at least 1")
         if isinstance(self.per_user_limit, bool) or not isinstance(self.per_user_limit, int) \
-                or self.per_user_limit < 1:
+                or not 1 <= self.per_user_limit <= 1_000:
             raise InvalidEventConfig(
-                f"per_user_limit must be a whole number >= 1, got {self.per_user_limit!r}"
+                f"per_user_limit must be a whole number from 1 to 1000, got {self.per_user_limit!r}"
             )
         try:
             object.__setattr__(self, "discount_kind", DiscountKind(self.discount_kind))

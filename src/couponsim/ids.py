@@ -1,4 +1,4 @@
-"""Validation of the IDs that end up inside Redis keys.
+"""Validation of what callers hand in: IDs that end up inside Redis keys, and times.
 
 An ID is spliced into key names such as ``coupon:stock:{C}``; a brace would
 move the key to another cluster slot and a colon would make two different IDs
@@ -7,9 +7,11 @@ collide on one key. So IDs are checked before any key is built.
 
 import re
 
-from couponsim.errors import InvalidId
+from couponsim.errors import InvalidId, InvalidInput
 
 MAX_ID_LENGTH = 64
+MAX_WHOLE_NUMBER = 2**53 - 1
+"""Largest whole number kept exactly by Lua's doubles, and so by the scripts."""
 _ALLOWED = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -23,4 +25,12 @@ def validate_id(kind: str, value: object) -> str:
         raise InvalidId(
             f"{kind} ID {value!r} may only hold letters, digits, '.', '_' and '-'"
         )
+    return value
+
+
+def validate_ms(name: str, value: object) -> int:
+    """Return ``value`` if it is a time in whole milliseconds a script can hold exactly."""
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 0 <= value <= MAX_WHOLE_NUMBER:
+        raise InvalidInput(f"{name} must be whole milliseconds from 0 to 2**53-1, got {value!r}")
     return value

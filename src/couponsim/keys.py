@@ -13,6 +13,12 @@ from couponsim.ids import validate_id
 SEED_ISSUE_QUEUE = "coupon:issue:queue"
 """The seed's one global list of issued requests (LPOPed by its consumer)."""
 
+SEED_STATUS_CHANNEL = "coupon:status:updates"
+"""The seed's one pub/sub channel for every request's status updates."""
+
+ISSUE_GROUP = "issuers"
+"""The consumer group on every coupon's issue queue, created at warm-up."""
+
 
 def seed_status_key(request_id: str) -> str:
     """The seed's status string for one request; it carries no coupon tag."""
@@ -66,6 +72,16 @@ class CouponKeys:
     def queue(self) -> str:
         """Stream: the hardened per-coupon issue queue, one entry per issued coupon."""
         return f"coupon:queue:{self.tag}"
+
+    @property
+    def dead(self) -> str:
+        """Stream: dead letters, the queue entries compensated instead of persisted."""
+        return f"coupon:dead:{self.tag}"
+
+    @property
+    def channel(self) -> str:
+        """Pub/sub channel of the coupon's status updates (a channel, not a key)."""
+        return f"coupon:events:{self.tag}"
 
     @property
     def waiting(self) -> str:

@@ -1,21 +1,27 @@
-"""The invariant checker: what Redis itself holds, never what the code counted.
+"""The invariant checker: what Redis and the database hold, never what the code counted.
 
-Modelled on Jepsen's checkers: a duplicate always fails (unique-ids), the
-number issued must fit the stock (counter), and stock left plus coupons
-recorded must equal the initial stock (conservation). The record of what was
-issued is the issue queue: the hardened per-coupon stream and the seed's
-global list, whichever the run used. It is a flow, so any driver can run it.
+Modelled on Jepsen's checkers. Every queue entry is an acknowledged add: at
+the end it must be a stored coupon, a compensation, or still in flight, and
+nothing else (set: lost / unexpected). A duplicate always fails
+(unique-ids). The coupons issued must fit the stock, and stock left plus
+coupons issued must equal the initial stock (counter, conservation).
+
+The record of what was issued is the hardened per-coupon stream, or for the
+seed the global list and, once popped, the stock decrements alone: the seed
+keeps no per-request record, so its losses can only be counted, not named.
+It is a flow, so any driver can run it.
 """
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-from couponsim.effects import Command
+from couponsim.effects import Command, DbCall, Pipeline
 from couponsim.errors import UnknownCoupon
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow
-from couponsim.keys import SEED_ISSUE_QUEUE, CouponKeys
+from couponsim.flows.seed_queue import seed_entries
+from couponsim.keys import ISSUE_GROUP, SEED_ISSUE_QUEUE, CouponKeys
+from couponsim.records import CouponLedger
 
 
 @dataclass(frozen=True)
@@ -28,14 +34,28 @@ class Check:
 
 
 @dataclass(frozen=True)
-class IssuanceReport:
+class InvariantReport:
     coupon_id: str
+    variant: str
+    """``hardened`` (a stream queue) or ``seed`` (the global list)."""
     initial_stock: int
     per_user_limit: int
     stock_left: int
     issued: int
-    """Coupons recorded in the issue queue (stream entries or seed list items)."""
+    """Coupons that exist: stored in the database or still in flight (without a
+    database: every queue entry not compensated)."""
+    in_flight: int
+    """Queue entries not yet handled by a consumer (undelivered or pending)."""
+    persisted: int | None
+    """Coupons in the database; None when no database was checked."""
+    compensated: int
     coupons_per_user: Counter[str] = field(repr=False)
+    lost: tuple[str, ...] = ()
+    """Requests of queue entries that are neither stored, compensated nor in flight."""
+    unexpected: tuple[str, ...] = ()
+    """Stored coupons whose request was never queued."""
+    stuck: tuple[str, ...] = ()
+    """Requests still PROCESSING though their entry is no longer in flight."""
 
     @property
     def oversold(self) -> int:
@@ -49,8 +69,13 @@ class IssuanceReport:
 
     @property
     def conservation_gap(self) -> int:
-        """stock left + issued - initial stock: 0 when no unit was created or lost."""
+        """stock left + issued - initial stock: below 0, units lost; above, units created."""
         return self.stock_left + self.issued - self.initial_stock
+
+    @property
+    def lost_units(self) -> int:
+        """Stock taken that ended as no coupon: named requests, or (seed) counted units."""
+        return max(len(self.lost), -self.conservation_gap)
 
     @property
     def checks(self) -> list[Check]:
@@ -60,8 +85,13 @@ class IssuanceReport:
             Check("stock never below zero (stock left)", self.stock_left, self.stock_left >= 0),
             Check("no duplicate (users over their limit)", len(self.duplicates),
                   not self.duplicates),
+            Check("nothing lost (stock taken, no coupon, no compensation)", self.lost_units,
+                  self.lost_units == 0),
             Check("conservation (stock left + issued - initial)", self.conservation_gap,
                   self.conservation_gap == 0),
+            Check("nothing unexpected (stored, never queued)", len(self.unexpected),
+                  not self.unexpected),
+            Check("nothing stuck (PROCESSING, not in flight)", len(self.stuck), not self.stuck),
         ]
 
     @property
@@ -69,26 +99,85 @@ class IssuanceReport:
         return all(check.ok for check in self.checks)
 
 
-def check_issuance(coupon_id: str) -> Flow[IssuanceReport]:
-    """Read the coupon's state from Redis and judge the issuance invariants."""
+def check_invariants(coupon_id: str, with_database: bool = False) -> Flow[InvariantReport]:
+    """Read the coupon's state (and, with a database, its stored coupons) and judge it.
+
+    Exact on a system at rest. On a live one, the Redis side is read as one
+    MULTI/EXEC snapshot and the database after it, so a coupon that moves from
+    the queue into the database meanwhile is seen at least once, never lost.
+    """
     keys = CouponKeys(coupon_id)
     info = yield Command("HGETALL", (keys.info,))
     if not info:
         raise UnknownCoupon(coupon_id)
     event = CouponEvent.from_fields(info)
+    if (yield Command("EXISTS", (keys.queue,))):
+        return (yield from _hardened(event, with_database))
     stock_left = int((yield Command("GET", (keys.stock,))) or 0)
-    holders: Counter[str] = Counter()
-    for _entry_id, entry in (yield Command("XRANGE", (keys.queue, "-", "+"))):
-        holders[entry["user"]] += 1
-    for raw in (yield Command("LRANGE", (SEED_ISSUE_QUEUE, 0, -1))):
-        entry = json.loads(raw)
-        if entry["coupon"] == coupon_id:
-            holders[entry["user"]] += 1
-    return IssuanceReport(
-        coupon_id=coupon_id,
-        initial_stock=event.stock,
-        per_user_limit=event.per_user_limit,
-        stock_left=stock_left,
-        issued=sum(holders.values()),
-        coupons_per_user=holders,
+    items = seed_entries((yield Command("LRANGE", (SEED_ISSUE_QUEUE, 0, -1))), coupon_id)
+    ledger = (yield DbCall("ledger", (coupon_id,))) if with_database else None
+    holders = Counter(entry["user"] for entry in items)
+    if ledger is not None:
+        holders.update(user for _request, user, _n in ledger.coupons)
+    return InvariantReport(
+        coupon_id, "seed", event.stock, event.per_user_limit, stock_left,
+        issued=sum(holders.values()), in_flight=len(items),
+        persisted=None if ledger is None else len(ledger.coupons),
+        compensated=0, coupons_per_user=holders,
     )
+
+
+def _hardened(event: CouponEvent, with_database: bool) -> Flow[InvariantReport]:
+    keys = CouponKeys(event.coupon_id)
+    stock, entries, groups, pending, dead_entries = yield Pipeline((
+        Command("GET", (keys.stock,)),
+        Command("XRANGE", (keys.queue, "-", "+")),
+        Command("XINFO", ("GROUPS", keys.queue)),
+        Command("XPENDING", (keys.queue, ISSUE_GROUP, "-", "+", 2**31 - 1),
+                (("parse_detail", True),)),
+        Command("XRANGE", (keys.dead, "-", "+")),
+    ), atomic=True)
+    ledger: CouponLedger | None = (
+        (yield DbCall("ledger", (event.coupon_id,))) if with_database else None)
+    stock_left = int(stock or 0)
+    last_delivered = next((g["last-delivered-id"] for g in groups if g["name"] == ISSUE_GROUP),
+                          "0-0")
+    in_flight = {row["message_id"] for row in pending}
+    in_flight |= {entry_id for entry_id, _ in entries
+                  if _stream_id(entry_id) > _stream_id(last_delivered)}
+    dead = {fields["entry"] for _id, fields in dead_entries}
+    request_of = {entry_id: fields["request"] for entry_id, fields in entries}
+    user_of = {fields["request"]: fields["user"] for _id, fields in entries}
+    flying = {request_of[entry_id] for entry_id in in_flight}
+
+    if ledger is None:
+        alive = {request_of[e] for e in request_of if e not in dead}
+        holders = Counter(user_of[request] for request in alive)
+        lost: list[str] = []
+        unexpected: list[str] = []
+        persisted = None
+    else:
+        stored = {request: user for request, user, _n in ledger.coupons}
+        alive = set(stored) | flying
+        holders = Counter(stored.values())
+        holders.update(user_of[request] for request in flying - set(stored))
+        lost = [request_of[e] for e in request_of
+                if request_of[e] not in alive and e not in dead]
+        unexpected = sorted(set(stored) - set(user_of))
+        persisted = len(stored)
+    settled = [request for request in request_of.values() if request not in flying]
+    statuses = (yield Pipeline(tuple(Command("HGET", (keys.request(r), "status"))
+                                     for r in settled))) if settled else []
+    stuck = [request for request, status in zip(settled, statuses, strict=True)
+             if status == "PROCESSING"]
+    return InvariantReport(
+        event.coupon_id, "hardened", event.stock, event.per_user_limit, stock_left,
+        issued=len(alive), in_flight=len(in_flight), persisted=persisted,
+        compensated=len(dead), coupons_per_user=holders, lost=tuple(sorted(lost)),
+        unexpected=tuple(unexpected), stuck=tuple(sorted(stuck)),
+    )
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)

@@ -1,19 +1,24 @@
-"""The synchronous driver: each effect is executed at once on a redis-py client.
+"""The synchronous driver: each effect is executed at once, in the calling thread.
 
-Used by tests, the command line and notebooks. ``run_batch`` advances many
-flows in lock step and sends each round of their effects in one pipeline,
-which is how a single Python process gets near Redis's own rate.
+Used by tests, the command line, consumers in threads and notebooks.
+``run_batch`` advances many flows in lock step and sends each round of their
+Redis effects in one pipeline, which is how a single Python process gets near
+Redis's own rate.
 """
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import redis
 
 from couponsim.connection import connect, redact
-from couponsim.effects import Command, Effect, Script
+from couponsim.drivers import finish
+from couponsim.effects import Command, DbCall, Effect, Pause, Pipeline, Script
 from couponsim.errors import RedisUnavailable
 from couponsim.flows import Flow
+from couponsim.persistence.repository import Repository
 from couponsim.scripts import ScriptRegistry
 
 T = TypeVar("T")
@@ -22,73 +27,97 @@ _DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
 class SyncDriver:
-    """Runs flows against one client; Redis errors of the network kind become
-    :class:`RedisUnavailable` naming the URL."""
+    """Runs flows against one Redis client and, for flows that persist, one repository.
 
-    def __init__(self, client: redis.Redis, url: str = "redis") -> None:
+    Redis errors of the network kind become :class:`RedisUnavailable` naming
+    the URL; the repository raises its own typed errors.
+    """
+
+    def __init__(self, client: redis.Redis, url: str = "redis",
+                 repository: Repository | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.client = client
         self.url = redact(url)
+        self.repository = repository
         self.scripts = ScriptRegistry(client)
+        self._sleep = sleep
 
     @classmethod
-    def from_url(cls, url: str) -> "SyncDriver":
-        return cls(connect(url), url)
+    def from_url(cls, url: str, repository: Repository | None = None) -> "SyncDriver":
+        return cls(connect(url), url, repository)
 
     def execute(self, effect: Effect) -> Any:
         """Execute one effect now and return its result."""
-        try:
-            return self._send(self.client, effect)
-        except _DOWN as exc:
-            raise RedisUnavailable(self.url, str(exc)) from exc
+        match effect:
+            case Command() | Script():
+                return self._redis(lambda: self._send(self.client, effect))
+            case Pipeline(commands, atomic):
+                return self._redis(lambda: self._pipeline(commands, atomic))
+            case DbCall(method, args):
+                if self.repository is None:
+                    raise RuntimeError(f"{method}: this driver was given no database")
+                return getattr(self.repository, method)(*args)
+            case Pause(seconds):
+                self._sleep(seconds)
+                return None
+        raise TypeError(f"not an effect: {effect!r}")
 
     def run(self, flow: Flow[T]) -> T:
         """Run one flow to its end and return its value."""
-        try:
-            effect = next(flow)
-            while True:
-                effect = flow.send(self.execute(effect))
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        return finish(flow, self.execute)  # type: ignore[no-any-return]
 
-    def run_batch(self, flows: Sequence[Flow[T]]) -> list[T]:
-        """Run many independent flows, one pipeline per round of effects.
+    def run_batch(self, flows: Sequence[Flow[T]]) -> list[T | Exception]:
+        """Run many independent Redis-only flows, one pipeline per round of effects.
 
         Only for flows that do not depend on each other's effects within a
-        round (e.g. many one-script issue requests); results keep the order of
-        ``flows``. An error raised by a command is thrown into its own flow.
+        round (e.g. many one-script issue requests). Results keep the order of
+        ``flows``; a flow that fails has its exception in its place, so one bad
+        request never hides the answers of the others.
         """
-        results: list[Any] = [None] * len(flows)
+        results: list[T | Exception] = [RuntimeError("not run")] * len(flows)
         pending: dict[int, Effect] = {}
-        for index, flow in enumerate(flows):
+
+        def step(index: int, resume: Callable[[], Effect]) -> None:
             try:
-                pending[index] = next(flow)
+                pending[index] = resume()
             except StopIteration as stop:
                 results[index] = stop.value
+            except Exception as exc:
+                results[index] = exc
+
+        for index, flow in enumerate(flows):
+            step(index, flow.__next__)
         while pending:
-            pipe = self.client.pipeline(transaction=False)
-            for effect in pending.values():
-                self._send(pipe, effect)
-            try:
-                replies = pipe.execute(raise_on_error=False)
-            except _DOWN as exc:
-                raise RedisUnavailable(self.url, str(exc)) from exc
-            advanced: dict[int, Effect] = {}
-            for (index, _effect), reply in zip(pending.items(), replies, strict=True):
+            effects = tuple(pending.items())
+            pending.clear()
+            for _index, effect in effects:
+                if not isinstance(effect, Command | Script):
+                    raise TypeError(f"run_batch sends Redis commands only, got {effect!r}")
+            replies = self._redis(partial(self._pipeline, [effect for _, effect in effects]))
+            for (index, _effect), reply in zip(effects, replies, strict=True):
                 flow = flows[index]
-                try:
-                    if isinstance(reply, Exception):
-                        advanced[index] = flow.throw(reply)
-                    else:
-                        advanced[index] = flow.send(reply)
-                except StopIteration as stop:
-                    results[index] = stop.value
-            pending = advanced
+                if isinstance(reply, Exception):
+                    step(index, partial(flow.throw, reply))
+                else:
+                    step(index, partial(flow.send, reply))
         return results
+
+    def _redis(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except _DOWN as exc:
+            raise RedisUnavailable(self.url, str(exc)) from exc
+
+    def _pipeline(self, effects: Sequence[Effect], atomic: bool = False) -> list[Any]:
+        pipe = self.client.pipeline(transaction=atomic)
+        for effect in effects:
+            self._send(pipe, effect)
+        return pipe.execute(raise_on_error=False)
 
     def _send(self, target: Any, effect: Effect) -> Any:
         match effect:
-            case Command(name, args):
-                return target.execute_command(name, *args)
+            case Command(name, args, options):
+                return target.execute_command(name, *args, **dict(options))
             case Script(name, keys, args):
                 return self.scripts[name](keys=list(keys), args=list(args), client=target)
-        raise TypeError(f"not an effect: {effect!r}")
+        raise TypeError(f"not a Redis effect: {effect!r}")

@@ -12,7 +12,8 @@ from enum import StrEnum
 from couponsim.effects import Command, Script
 from couponsim.errors import RequestIdConflict, UnknownCoupon
 from couponsim.flows import Flow, Variant
-from couponsim.ids import validate_id
+from couponsim.flows.status import RequestState, RequestStatus
+from couponsim.ids import validate_id, validate_ms
 from couponsim.keys import SEED_ISSUE_QUEUE, CouponKeys, seed_status_key
 
 REQUEST_RECORD_TTL_S = 24 * 3600
@@ -52,6 +53,7 @@ class IssueResult:
 
 def issue(request: IssueRequest, now_ms: int) -> Flow[IssueResult]:
     """The hardened flow: one script decides, decrements, marks, enqueues and records."""
+    validate_ms("now_ms", now_ms)
     keys = CouponKeys(request.coupon_id)
     outcome, remaining, ordinal = yield Script(
         "issue",
@@ -69,6 +71,7 @@ def issue(request: IssueRequest, now_ms: int) -> Flow[IssueResult]:
 
 def issue_seed(request: IssueRequest, now_ms: int) -> Flow[IssueResult]:
     """The seed flow as written: check, then act, one round trip at a time."""
+    validate_ms("now_ms", now_ms)
     keys = CouponKeys(request.coupon_id)
     state = yield Command("GET", (keys.active,))
     if state is None:
@@ -84,7 +87,8 @@ def issue_seed(request: IssueRequest, now_ms: int) -> Flow[IssueResult]:
              "coupon": request.coupon_id, "issued_ms": now_ms}
     yield Command("RPUSH", (SEED_ISSUE_QUEUE, json.dumps(entry)))
     yield Command("SADD", (keys.issued, request.user_id))
-    yield Command("SET", (seed_status_key(request.request_id), "PROCESSING"))
+    processing = RequestStatus(request.request_id, RequestState.PROCESSING)
+    yield Command("SET", (seed_status_key(request.request_id), processing.to_message()))
     return IssueResult(IssueOutcome.ISSUED, request.request_id, remaining, 1)
 
 

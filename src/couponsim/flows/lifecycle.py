@@ -5,15 +5,15 @@ cannot reset the stock of a running event; the seed flows are the design's
 plain SETs, which can.
 """
 
-import json
 from dataclasses import dataclass
 from enum import StrEnum
 
-from couponsim.effects import Command, Script
+from couponsim.effects import Command, DbCall, Script
 from couponsim.errors import UnknownCoupon
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow
-from couponsim.keys import SEED_ISSUE_QUEUE, CouponKeys
+from couponsim.flows.seed_queue import seed_entries
+from couponsim.keys import ISSUE_GROUP, SEED_ISSUE_QUEUE, CouponKeys
 
 
 class WarmupOutcome(StrEnum):
@@ -47,7 +47,8 @@ def warm_up(event: CouponEvent) -> Flow[WarmupOutcome]:
     """Define the event and load its stock, unless it has started already."""
     keys = CouponKeys(event.coupon_id)
     fields = [item for pair in event.to_fields().items() for item in pair]
-    outcome = yield Script("warmup", (keys.info, keys.active, keys.stock), (event.stock, *fields))
+    outcome = yield Script("warmup", (keys.info, keys.active, keys.stock, keys.queue),
+                           (event.stock, ISSUE_GROUP, *fields))
     return WarmupOutcome(outcome)
 
 
@@ -87,21 +88,26 @@ def activate_seed(coupon_id: str) -> Flow[None]:
     yield Command("SET", (CouponKeys(coupon_id).active, EventState.ACTIVE.value))
 
 
-def purge(coupon_id: str) -> Flow[int]:
-    """Forget an event entirely (every key under its tag, and its seed queue entries).
+def purge(coupon_id: str, with_database: bool = False) -> Flow[int]:
+    """Forget an event entirely: every key under its tag, its seed queue entries
+    and, ``with_database``, its rows.
 
     For the workbench's scratch runs, so that a job can be replayed on the same
-    Redis; returns how many keys and queue entries were removed.
+    Redis and database; returns how many keys, entries and rows were removed.
     """
     keys = CouponKeys(coupon_id)
-    removed, cursor = 0, "0"
-    while True:
-        cursor, found = yield Command("SCAN", (cursor, "MATCH", f"*{keys.tag}*", "COUNT", 1000))
-        if found:
-            removed += yield Command("DEL", tuple(found))
-        if str(cursor) == "0":
-            break
+    removed = 0
+    for pattern in (f"coupon:*{keys.tag}*", keys.active):
+        cursor = "0"
+        while True:
+            cursor, found = yield Command("SCAN", (cursor, "MATCH", pattern, "COUNT", 1000))
+            if found:
+                removed += yield Command("DEL", tuple(found))
+            if str(cursor) == "0":
+                break
     for raw in (yield Command("LRANGE", (SEED_ISSUE_QUEUE, 0, -1))):
-        if json.loads(raw).get("coupon") == coupon_id:
+        if seed_entries([raw], coupon_id):
             removed += yield Command("LREM", (SEED_ISSUE_QUEUE, 1, raw))
+    if with_database:
+        removed += yield DbCall("purge_coupon", (coupon_id,))
     return removed

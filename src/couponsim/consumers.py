@@ -1,0 +1,126 @@
+"""Consumers in wall time: the loops around the batch flows, for threads and the CLI.
+
+A consumer runs batches until told to stop; between batches it waits (the
+seed polls every 50 ms, the hardened one can block in XREADGROUP). A
+database that does not answer makes it pause and try again, never exit: its
+entries stay pending and come back to it or to another consumer.
+"""
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from couponsim.drivers.sync import SyncDriver
+from couponsim.errors import DatabaseUnavailable
+from couponsim.event import CouponEvent
+from couponsim.flows.consume import (
+    SEED_BATCH_SIZE,
+    BatchReport,
+    ConsumerConfig,
+    CrashPoint,
+    consume_batch,
+    consume_seed_batch,
+    load_event,
+)
+
+SEED_POLL_S = 0.05
+"""The seed consumer's schedule: every 50 ms."""
+
+LIVE = ConsumerConfig(block_ms=100)
+"""A long-running consumer: waits in XREADGROUP for new entries."""
+
+RESTARTED = ConsumerConfig(claim_idle_ms=0)
+"""A consumer draining after a crash: everything pending is reclaimed at once."""
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class ConsumerTotals:
+    """What one consumer did, batch by batch summed."""
+
+    batches: int = 0
+    read: int = 0
+    persisted: int = 0
+    compensated: int = 0
+    dropped: int = 0
+    database_outages: int = 0
+    reports: list[BatchReport] = field(default_factory=list, repr=False)
+
+    def add(self, report: BatchReport) -> None:
+        self.batches += 1
+        self.read += report.read
+        self.persisted += report.persisted
+        self.compensated += report.compensated
+        self.dropped += report.dropped
+        self.reports.append(report)
+
+
+def run_consumer(driver: SyncDriver, coupon_id: str, name: str, stop: threading.Event,
+                 config: ConsumerConfig = LIVE,
+                 clock_ms: Callable[[], int] = wall_clock_ms,
+                 outage_pause_s: float = 0.5) -> ConsumerTotals:
+    """Run the hardened consumer ``name`` on one coupon until ``stop`` is set."""
+    event = driver.run(load_event(coupon_id))
+    totals = ConsumerTotals()
+    while not stop.is_set():
+        try:
+            report = driver.run(consume_batch(event, name, clock_ms(), config))
+        except DatabaseUnavailable:
+            totals.database_outages += 1
+            stop.wait(outage_pause_s)
+            continue
+        totals.add(report)
+        if report.read == 0 and config.block_ms is None:
+            stop.wait(SEED_POLL_S)
+    return totals
+
+
+def run_seed_consumer(driver: SyncDriver, stop: threading.Event,
+                      batch_size: int = SEED_BATCH_SIZE,
+                      clock_ms: Callable[[], int] = wall_clock_ms) -> ConsumerTotals:
+    """Run the seed consumer until ``stop`` is set: LPOP a batch every 50 ms."""
+    events: dict[str, CouponEvent] = {}
+    totals = ConsumerTotals()
+    while not stop.is_set():
+        report = driver.run(consume_seed_batch(events, clock_ms(), batch_size))
+        totals.add(report)
+        if report.read == 0:
+            stop.wait(SEED_POLL_S)
+    return totals
+
+
+def drain(driver: SyncDriver, coupon_id: str, name: str = "drain",
+          config: ConsumerConfig = RESTARTED,
+          clock_ms: Callable[[], int] = wall_clock_ms,
+          crash_at: CrashPoint | None = None) -> ConsumerTotals:
+    """Consume until the queue has nothing left to give, in this thread.
+
+    With the default (``claim_idle_ms=0``) every pending entry is reclaimed at
+    once, as a consumer restarted after a crash would once the idle time has
+    passed; entries the database keeps refusing are compensated after
+    ``max_deliveries``, so draining always ends.
+    """
+    event = driver.run(load_event(coupon_id))
+    totals = ConsumerTotals()
+    while True:
+        report = driver.run(consume_batch(event, name, clock_ms(), config, crash_at))
+        totals.add(report)
+        if report.read == 0:
+            return totals
+
+
+def drain_seed(driver: SyncDriver, batch_size: int = SEED_BATCH_SIZE,
+               clock_ms: Callable[[], int] = wall_clock_ms,
+               crash_at: CrashPoint | None = None) -> ConsumerTotals:
+    """Run the seed consumer until the global list is empty, in this thread."""
+    events: dict[str, CouponEvent] = {}
+    totals = ConsumerTotals()
+    while True:
+        report = driver.run(consume_seed_batch(events, clock_ms(), batch_size, crash_at))
+        totals.add(report)
+        if report.read == 0:
+            return totals

@@ -1,0 +1,279 @@
+"""Draining the issue queue into the database: the seed consumer and the hardened one.
+
+One call of a ``consume_*`` flow handles one batch; the loop around it (poll
+interval, stop signal) belongs to the runner, so the same flow runs in a
+thread, on asyncio or as a SimPy process.
+
+Hardened order, each step safe to repeat after a crash:
+read (or reclaim) -> persist in one transaction -> user cache ->
+finalize script (status COMPLETED + XACK + publish, atomically).
+An entry that keeps failing for good is compensated after
+``max_deliveries``: its stock comes back and its user is told FAILED.
+"""
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from couponsim.effects import Command, DbCall, Pause, Pipeline, Script
+from couponsim.errors import (
+    DatabaseUnavailable,
+    InjectedCrash,
+    InvalidInput,
+    PersistenceError,
+    UnknownCoupon,
+)
+from couponsim.event import CouponEvent
+from couponsim.flows import Flow
+from couponsim.flows.issue import REQUEST_RECORD_TTL_S
+from couponsim.flows.seed_queue import parse_seed_items
+from couponsim.flows.status import RequestState, RequestStatus
+from couponsim.ids import validate_id, validate_ms
+from couponsim.keys import (
+    ISSUE_GROUP,
+    SEED_ISSUE_QUEUE,
+    SEED_STATUS_CHANNEL,
+    CouponKeys,
+    seed_status_key,
+    user_coupons_key,
+)
+from couponsim.records import Decided, IssuedCoupon
+
+SEED_BATCH_SIZE = 10
+"""The seed consumer's LPOP count, as written."""
+
+
+class CrashPoint(StrEnum):
+    """Where a test can make a consumer die, and what each leaves behind."""
+
+    AFTER_READ = "after_read"
+    """Entries delivered (hardened: pending; seed: popped), nothing written."""
+    MID_BATCH = "mid_batch"
+    """Half the batch written inside the transaction, which is then lost."""
+    BEFORE_COMMIT = "before_commit"
+    """The whole batch written inside the transaction, never committed."""
+    AFTER_COMMIT = "after_commit"
+    """Committed, but no status set and nothing acknowledged."""
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    batch_size: int = 10
+    block_ms: int | None = None
+    """How long XREADGROUP waits for new entries; None: not at all (polling)."""
+    claim_idle_ms: int = 30_000
+    """An entry pending this long belongs to a consumer presumed dead: reclaim it."""
+    max_deliveries: int = 5
+    """Deliveries after which an entry the database refuses for good is compensated."""
+    db_retries: int = 3
+    db_retry_pause_s: float = 0.2
+    """First pause after the database fails to answer; it doubles each retry."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= 10_000:
+            raise InvalidInput(f"batch_size must be 1 to 10000, got {self.batch_size}")
+        if self.block_ms is not None and self.block_ms < 1:
+            raise InvalidInput("block_ms must be at least 1 (Redis takes 0 as 'for ever')")
+        if self.claim_idle_ms < 0 or self.max_deliveries < 1 or self.db_retries < 0 \
+                or self.db_retry_pause_s < 0:
+            raise InvalidInput("claim_idle_ms, db_retries and db_retry_pause_s must be >= 0 "
+                               "and max_deliveries >= 1")
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    read: int = 0
+    reclaimed: int = 0
+    persisted: int = 0
+    compensated: int = 0
+    left_pending: int = 0
+    """Refused by the database this time; redelivered later."""
+    dropped: int = 0
+    """Seed only: popped and then lost with a failed write."""
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    entry_id: str
+    request_id: str
+    user_id: str
+    ordinal: int
+    issued_ms: int
+
+
+def coupon_code(coupon_id: str, request_id: str) -> str:
+    """The request's coupon code: derived, so a redelivered entry gets the same one.
+
+    Codes are not secrets: redemption checks the owner, not the code alone.
+    """
+    digest = hashlib.blake2b(f"{coupon_id}/{request_id}".encode(), digest_size=8).hexdigest()
+    return f"C-{digest.upper()}"
+
+
+def load_event(coupon_id: str) -> Flow[CouponEvent]:
+    """Read the event definition from Redis and store it in the database, once per consumer."""
+    info = yield Command("HGETALL", (CouponKeys(coupon_id).info,))
+    if not info:
+        raise UnknownCoupon(coupon_id)
+    event = CouponEvent.from_fields(info)
+    yield DbCall("save_coupon", (event,))
+    return event
+
+
+def consume_batch(event: CouponEvent, consumer: str, now_ms: int,
+                  config: ConsumerConfig = ConsumerConfig(),
+                  crash_at: CrashPoint | None = None) -> Flow[BatchReport]:
+    """Handle one batch of the coupon's queue: reclaimed entries first, else new ones."""
+    validate_id("consumer", consumer)
+    validate_ms("now_ms", now_ms)
+    keys = CouponKeys(event.coupon_id)
+    _next, claimed, _deleted = yield Command(
+        "XAUTOCLAIM", (keys.queue, ISSUE_GROUP, consumer, config.claim_idle_ms, "0-0",
+                       "COUNT", config.batch_size))
+    deliveries: dict[str, int] = {}
+    if claimed:
+        details = yield Pipeline(tuple(
+            Command("XPENDING", (keys.queue, ISSUE_GROUP, entry_id, entry_id, 1),
+                    (("parse_detail", True),))
+            for entry_id, _fields in claimed))
+        deliveries = {row[0]["message_id"]: row[0]["times_delivered"] for row in details if row}
+        raw = claimed
+    else:
+        block = () if config.block_ms is None else ("BLOCK", config.block_ms)
+        reply = yield Command("XREADGROUP", ("GROUP", ISSUE_GROUP, consumer,
+                                             "COUNT", config.batch_size, *block,
+                                             "STREAMS", keys.queue, ">"))
+        raw = reply[0][1] if reply else []
+    if not raw:
+        return BatchReport()
+    if crash_at is CrashPoint.AFTER_READ:
+        raise InjectedCrash(crash_at)
+
+    entries = [_entry(entry_id, fields) for entry_id, fields in raw if fields]
+    coupons = [_issued(event, entry) for entry in entries]
+    decided = yield from _persist(coupons, config, crash_at)
+    refused = [e for e in entries if e.request_id not in decided]
+    if crash_at is CrashPoint.AFTER_COMMIT:
+        raise InjectedCrash(crash_at)
+
+    worn_out = {e.request_id: "the database refused the coupon" for e in refused
+                if deliveries.get(e.entry_id, 1) >= config.max_deliveries}
+    if worn_out:
+        decided |= yield DbCall("compensate", (event.coupon_id, worn_out))
+    done = [e for e in entries if e.request_id in decided]
+    completed = [e for e in done if decided[e.request_id].code]
+    yield from _complete(event, completed, decided)
+    compensated = [e for e in done if not decided[e.request_id].code]
+    for entry in compensated:
+        yield from _compensate(event, entry, worn_out.get(entry.request_id, "compensated"), now_ms)
+    return BatchReport(read=len(raw), reclaimed=len(claimed), persisted=len(completed),
+                       compensated=len(compensated), left_pending=len(entries) - len(done))
+
+
+def _entry(entry_id: str, fields: dict[str, str]) -> QueueEntry:
+    return QueueEntry(entry_id, fields["request"], fields["user"], int(fields["ordinal"]),
+                      int(fields["issued_ms"]))
+
+
+def _issued(event: CouponEvent, entry: QueueEntry) -> IssuedCoupon:
+    return IssuedCoupon(
+        code=coupon_code(event.coupon_id, entry.request_id), request_id=entry.request_id,
+        user_id=entry.user_id, coupon_id=event.coupon_id, ordinal=entry.ordinal,
+        issued_at_ms=entry.issued_ms, expires_at_ms=entry.issued_ms + event.validity_s * 1000)
+
+
+def _persist(coupons: Sequence[IssuedCoupon], config: ConsumerConfig,
+             crash_at: CrashPoint | None) -> Flow[dict[str, Decided]]:
+    """Store the batch; if the database refuses it, store entry by entry so that one
+    bad entry does not hold back the others. Entries refused alone are left out."""
+    fail_after = {CrashPoint.MID_BATCH: len(coupons) // 2,
+                  CrashPoint.BEFORE_COMMIT: len(coupons)}.get(crash_at)  # type: ignore[arg-type]
+    try:
+        decided: dict[str, Decided] = yield from _with_retries(
+            DbCall("persist_issued", (coupons, fail_after)), config)
+        return decided
+    except PersistenceError:
+        decided = {}
+        for coupon in coupons:
+            try:
+                decided |= yield from _with_retries(DbCall("persist_issued", ([coupon],)), config)
+            except PersistenceError:
+                continue
+        return decided
+
+
+def _with_retries(call: DbCall, config: ConsumerConfig) -> Flow[Any]:
+    """A database call retried with doubling pauses while the database does not answer."""
+    for attempt in range(config.db_retries + 1):
+        try:
+            return (yield call)
+        except DatabaseUnavailable:
+            if attempt == config.db_retries:
+                raise
+            yield Pause(config.db_retry_pause_s * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _complete(event: CouponEvent, entries: Sequence[QueueEntry],
+              decided: dict[str, Decided]) -> Flow[None]:
+    if not entries:
+        return
+    keys = CouponKeys(event.coupon_id)
+    yield Pipeline(tuple(
+        Command("HSET", (user_coupons_key(e.user_id), decided[e.request_id].code,
+                         event.coupon_id)) for e in entries))
+    argv: list[str | int | float] = [ISSUE_GROUP, REQUEST_RECORD_TTL_S, keys.channel]
+    for entry in entries:
+        code = decided[entry.request_id].code or ""
+        status = RequestStatus(entry.request_id, RequestState.COMPLETED, code)
+        argv += [entry.entry_id, code, status.to_message()]
+    yield Script("finalize", (keys.queue, *(keys.request(e.request_id) for e in entries)),
+                 tuple(argv))
+
+
+def _compensate(event: CouponEvent, entry: QueueEntry, reason: str, now_ms: int) -> Flow[None]:
+    keys = CouponKeys(event.coupon_id)
+    status = RequestStatus(entry.request_id, RequestState.FAILED, reason=reason)
+    yield Script(
+        "compensate",
+        (keys.stock, keys.holders, keys.queue, keys.dead, keys.request(entry.request_id)),
+        (ISSUE_GROUP, entry.entry_id, entry.user_id, entry.ordinal, entry.request_id, reason,
+         REQUEST_RECORD_TTL_S, keys.channel, status.to_message(), now_ms),
+    )
+
+
+def consume_seed_batch(events: dict[str, CouponEvent], now_ms: int,
+                       batch_size: int = SEED_BATCH_SIZE,
+                       crash_at: CrashPoint | None = None) -> Flow[BatchReport]:
+    """The seed consumer as written: LPOP a batch from the global list, save it, then
+    set statuses, caches and publish. Whatever fails after the pop is lost."""
+    validate_ms("now_ms", now_ms)
+    raw = yield Command("LPOP", (SEED_ISSUE_QUEUE, batch_size))
+    if not raw:
+        return BatchReport()
+    if crash_at is CrashPoint.AFTER_READ:
+        raise InjectedCrash(crash_at)
+    coupons = []
+    for entry in parse_seed_items(raw):
+        if entry["coupon"] not in events:
+            events[entry["coupon"]] = yield from load_event(entry["coupon"])
+        coupons.append(_issued(events[entry["coupon"]], QueueEntry(
+            "", entry["request"], entry["user"], 1, int(entry["issued_ms"]))))
+    fail_after = {CrashPoint.MID_BATCH: len(coupons) // 2,
+                  CrashPoint.BEFORE_COMMIT: len(coupons)}.get(crash_at)  # type: ignore[arg-type]
+    try:
+        decided = yield DbCall("persist_issued", (coupons, fail_after))
+    except (PersistenceError, DatabaseUnavailable):
+        return BatchReport(read=len(raw), dropped=len(raw))
+    if crash_at is CrashPoint.AFTER_COMMIT:
+        raise InjectedCrash(crash_at)
+    for coupon in coupons:
+        status = RequestStatus(coupon.request_id, RequestState.COMPLETED,
+                               decided[coupon.request_id].code or "")
+        yield Command("SET", (seed_status_key(coupon.request_id), status.to_message()))
+        yield Command("HSET", (user_coupons_key(coupon.user_id), status.code, coupon.coupon_id))
+        yield Command("PUBLISH", (SEED_STATUS_CHANNEL, status.to_message()))
+    return BatchReport(read=len(raw), persisted=len(coupons), dropped=len(raw) - len(coupons))
+

@@ -1,0 +1,60 @@
+"""The status of an issue request, as its user sees it.
+
+Hardened requests keep theirs in ``coupon:request:{C}:{R}`` and announce
+every change on the coupon's channel in the same script that makes it, so a
+reader that subscribes first and reads second can never miss the final state.
+"""
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+
+from couponsim.effects import Command
+from couponsim.flows import Flow
+from couponsim.keys import CouponKeys, seed_status_key
+
+
+class RequestState(StrEnum):
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class RequestStatus:
+    request_id: str
+    state: RequestState
+    code: str = ""
+    """The coupon code, once COMPLETED."""
+    reason: str = ""
+    """Why, once FAILED."""
+
+    @property
+    def final(self) -> bool:
+        return self.state is not RequestState.PROCESSING
+
+    def to_message(self) -> str:
+        """The pub/sub message announcing this status."""
+        return json.dumps({"request": self.request_id, "state": self.state.value,
+                           "code": self.code, "reason": self.reason})
+
+    @classmethod
+    def from_message(cls, message: str) -> "RequestStatus":
+        data = json.loads(message)
+        return cls(data["request"], RequestState(data["state"]), data.get("code", ""),
+                   data.get("reason", ""))
+
+
+def read_status(coupon_id: str, request_id: str) -> Flow[RequestStatus | None]:
+    """The hardened request's status, or None for a request never issued (or long expired)."""
+    record = yield Command("HGETALL", (CouponKeys(coupon_id).request(request_id),))
+    if not record or "status" not in record:
+        return None
+    return RequestStatus(request_id, RequestState(record["status"]), record.get("code", ""),
+                         record.get("reason", ""))
+
+
+def read_seed_status(request_id: str) -> Flow[RequestStatus | None]:
+    """The seed request's status string (a message-shaped JSON document), or None."""
+    raw = yield Command("GET", (seed_status_key(request_id),))
+    return None if raw is None else RequestStatus.from_message(raw)

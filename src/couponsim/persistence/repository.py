@@ -1,0 +1,170 @@
+"""The repository: every database operation the flows ask for, one transaction each.
+
+Flows reach it through ``DbCall(method, args)`` effects. Errors come out
+typed: :class:`DatabaseUnavailable` when the database cannot be reached or is
+busy (worth retrying), :class:`PersistenceError` when it refuses the data.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Engine, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from couponsim.errors import DatabaseUnavailable, InjectedCrash, PersistenceError
+from couponsim.event import CouponEvent
+from couponsim.persistence.database import make_engine, redact
+from couponsim.persistence.models import Base, Coupon, IssueDecision, UserCoupon
+from couponsim.records import CouponLedger, Decided, Decision, IssuedCoupon
+
+
+class Repository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.url = redact(engine.url.render_as_string(hide_password=False))
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    @classmethod
+    def from_url(cls, url: str) -> "Repository":
+        """Connect and create the tables if they are missing."""
+        repository = cls(make_engine(url))
+        repository.create_schema()
+        return repository
+
+    def create_schema(self) -> None:
+        with self._translated():
+            Base.metadata.create_all(self.engine)
+
+    def drop_schema(self) -> None:
+        with self._translated():
+            Base.metadata.drop_all(self.engine)
+
+    def save_coupon(self, event: CouponEvent) -> None:
+        """Store (or update) the event's coupon definition; consumers racing to do it agree."""
+        fields = event.to_fields()
+        values: dict[str, object] = {
+            "id": event.coupon_id,
+            **{name: value if name in ("name", "discount_kind") else int(value)
+               for name, value in fields.items() if name != "coupon_id"},
+        }
+        upsert = self._insert(Coupon).values(values)
+        with self._transaction() as session:
+            session.execute(upsert.on_conflict_do_update(
+                index_elements=["id"],
+                set_={name: value for name, value in values.items() if name != "id"}))
+
+    def persist_issued(self, coupons: Sequence[IssuedCoupon],
+                       fail_after_rows: int | None = None) -> dict[str, Decided]:
+        """Store a batch in one transaction, idempotently, and say what each request became.
+
+        A request decided before (a redelivery) keeps its first decision: a
+        coupon stored again is not duplicated, and a compensated one is not
+        stored. ``fail_after_rows`` is a test seam: the transaction dies after
+        writing that many rows, before its commit.
+        """
+        if not coupons:
+            return {}
+        ids = [coupon.request_id for coupon in coupons]
+        with self._transaction() as session:
+            session.execute(
+                self._insert(IssueDecision).on_conflict_do_nothing(index_elements=["request_id"]),
+                [{"request_id": c.request_id, "coupon_id": c.coupon_id,
+                  "decision": Decision.PERSISTED.value, "reason": ""} for c in coupons],
+            )
+            decided = self._decisions(session, ids)
+            rows = [vars(c) | {"status": "ACTIVE"} for c in coupons
+                    if decided[c.request_id] is Decision.PERSISTED]
+            stored = self._insert(UserCoupon).on_conflict_do_nothing(index_elements=["request_id"])
+            if fail_after_rows is not None:
+                if rows[:fail_after_rows]:
+                    session.execute(stored, rows[:fail_after_rows])
+                raise InjectedCrash(f"after {fail_after_rows} rows, before commit")
+            if rows:
+                session.execute(stored, rows)
+            return self._answers(session, ids, decided)
+
+    def compensate(self, coupon_id: str, reasons: dict[str, str]) -> dict[str, Decided]:
+        """Decide requests as compensated unless they were persisted already.
+
+        The caller gives the stock back only for those that come back
+        COMPENSATED; one that comes back PERSISTED has its coupon and is to be
+        completed instead.
+        """
+        if not reasons:
+            return {}
+        with self._transaction() as session:
+            session.execute(
+                self._insert(IssueDecision).on_conflict_do_nothing(index_elements=["request_id"]),
+                [{"request_id": request_id, "coupon_id": coupon_id,
+                  "decision": Decision.COMPENSATED.value, "reason": reason[:200]}
+                 for request_id, reason in reasons.items()],
+            )
+            ids = list(reasons)
+            return self._answers(session, ids, self._decisions(session, ids))
+
+    def ledger(self, coupon_id: str) -> CouponLedger:
+        with self._transaction() as session:
+            coupons = session.execute(
+                select(UserCoupon.request_id, UserCoupon.user_id, UserCoupon.ordinal)
+                .where(UserCoupon.coupon_id == coupon_id)
+            ).all()
+            compensated = session.scalars(
+                select(IssueDecision.request_id).where(
+                    IssueDecision.coupon_id == coupon_id,
+                    IssueDecision.decision == Decision.COMPENSATED.value)
+            ).all()
+        return CouponLedger(tuple((r, u, int(n)) for r, u, n in coupons), frozenset(compensated))
+
+    def purge_coupon(self, coupon_id: str) -> int:
+        """Forget an event's coupons, decisions and definition (scratch runs only)."""
+        with self._transaction() as session:
+            removed = 0
+            for model, column in ((UserCoupon, UserCoupon.coupon_id),
+                                  (IssueDecision, IssueDecision.coupon_id), (Coupon, Coupon.id)):
+                result = cast(CursorResult[Any], session.execute(
+                    delete(model).where(column == coupon_id)))
+                removed += result.rowcount
+            return removed
+
+    def coupons_of(self, user_id: str) -> list[UserCoupon]:
+        with self._transaction() as session:
+            return list(session.scalars(
+                select(UserCoupon).where(UserCoupon.user_id == user_id)
+                .order_by(UserCoupon.coupon_id, UserCoupon.ordinal)))
+
+    @staticmethod
+    def _decisions(session: Session, ids: list[str]) -> dict[str, Decision]:
+        rows = session.execute(
+            select(IssueDecision.request_id, IssueDecision.decision)
+            .where(IssueDecision.request_id.in_(ids))
+        ).all()
+        return {request_id: Decision(decision) for request_id, decision in rows}
+
+    @staticmethod
+    def _answers(session: Session, ids: list[str],
+                 decided: dict[str, Decision]) -> dict[str, Decided]:
+        codes = {request_id: code for request_id, code in session.execute(
+            select(UserCoupon.request_id, UserCoupon.code).where(UserCoupon.request_id.in_(ids))
+        )}
+        return {request_id: Decided(decided[request_id], codes.get(request_id))
+                for request_id in ids}
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        with self._translated(), self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except IntegrityError as exc:
+            raise PersistenceError(f"the database refused the write: {exc.orig}") from exc
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                raise DatabaseUnavailable(self.url, str(exc.orig)) from exc
+            raise PersistenceError(f"the database refused the write: {exc.orig}") from exc

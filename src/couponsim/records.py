@@ -1,0 +1,50 @@
+"""Plain records that cross the line between flows and the database.
+
+They live apart from the SQLAlchemy models so that flows, which import no
+I/O library, can build and read them.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class CouponStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    USED = "USED"
+    EXPIRED = "EXPIRED"
+
+
+class Decision(StrEnum):
+    PERSISTED = "PERSISTED"
+    COMPENSATED = "COMPENSATED"
+
+
+@dataclass(frozen=True)
+class IssuedCoupon:
+    """A coupon to store for one queue entry; the code is derived from the request."""
+
+    code: str
+    request_id: str
+    user_id: str
+    coupon_id: str
+    ordinal: int
+    issued_at_ms: int
+    expires_at_ms: int
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What the database holds for one request: its decision, and the code if persisted."""
+
+    decision: Decision
+    code: str | None
+
+
+@dataclass(frozen=True)
+class CouponLedger:
+    """Everything the database holds about one event, for the invariant checker."""
+
+    coupons: tuple[tuple[str, str, int], ...]
+    """(request id, user id, ordinal) of every stored coupon."""
+    compensated: frozenset[str]
+    """Request IDs decided as compensated."""

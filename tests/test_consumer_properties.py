@@ -1,0 +1,53 @@
+"""Random interleavings of issue requests, consumer batches and crashes keep
+every invariant of the hardened design, once a restarted consumer drains."""
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from couponsim.consumers import drain
+from couponsim.drivers.interleave import run_interleaved
+from couponsim.drivers.sync import SyncDriver
+from couponsim.flows.consume import ConsumerConfig, CrashPoint, consume_batch, load_event
+from couponsim.flows.issue import IssueRequest, issue
+from couponsim.persistence.repository import Repository
+from couponsim.verify import check_invariants
+
+from .conftest import Backend, open_event
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("issue"), st.integers(0, 7)),
+        st.tuples(st.just("consume"), st.sampled_from([None, *CrashPoint]), st.integers(1, 4)),
+    ),
+    min_size=1, max_size=24,
+)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stock=st.integers(1, 6), ops=operations, data=st.data())
+def test_any_interleaving_with_crashes_keeps_the_invariants(
+        backend: Backend, sqlite_repository: Repository, stock: int,
+        ops: list[tuple], data: st.DataObject) -> None:  # type: ignore[type-arg]
+    backend.client.flushdb()
+    sqlite_repository.purge_coupon("c1")
+    driver = SyncDriver(backend.client, backend.url, sqlite_repository, sleep=lambda _s: None)
+    open_event(driver, stock=stock)
+    event = driver.run(load_event("c1"))
+
+    flows = []
+    for n, op in enumerate(ops):
+        if op[0] == "issue":
+            flows.append(issue(IssueRequest("c1", f"u{op[1]}", f"r{n}"), 10 + n))
+        else:
+            config = ConsumerConfig(batch_size=op[2], claim_idle_ms=0)
+            flows.append(consume_batch(event, f"w{n}", 10 + n, config, crash_at=op[1]))
+    run_interleaved(flows, driver.execute, lambda k: data.draw(st.integers(0, k - 1)),
+                    window=data.draw(st.integers(1, 6), label="window"))
+
+    drain(driver, "c1", "restarted")
+    report = driver.run(check_invariants("c1", with_database=True))
+    assert report.ok, report.checks
+    users = {op[1] for op in ops if op[0] == "issue"}
+    assert report.persisted == report.issued == min(stock, len(users))
+    assert report.in_flight == 0

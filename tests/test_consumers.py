@@ -1,0 +1,215 @@
+"""Consumers drain the issue queue into the database; whatever crashes, every
+accepted request ends as exactly one stored coupon or an explicit FAILED with
+its stock given back. Judged by the checker on Redis and database state."""
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from couponsim.consumers import drain, drain_seed, run_consumer
+from couponsim.drivers.sync import SyncDriver
+from couponsim.errors import DatabaseUnavailable, InjectedCrash, PersistenceError
+from couponsim.event import CouponEvent
+from couponsim.flows import Variant
+from couponsim.flows.consume import (
+    ConsumerConfig,
+    CrashPoint,
+    consume_batch,
+    consume_seed_batch,
+    load_event,
+)
+from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest
+from couponsim.flows.status import RequestState, read_seed_status, read_status
+from couponsim.keys import CouponKeys, user_coupons_key
+from couponsim.persistence.repository import Repository
+from couponsim.records import Decided, IssuedCoupon
+from couponsim.verify import check_invariants
+
+from .conftest import open_event
+
+NOW = 1_000
+
+
+def issue_users(driver: SyncDriver, users: Sequence[str], variant: Variant = Variant.HARDENED,
+                coupon: str = "c1") -> list[str]:
+    flow = ISSUE_FLOWS[variant]
+    return [driver.run(flow(IssueRequest(coupon, user, f"r-{user}-{n}"), NOW)).outcome
+            for n, user in enumerate(users)]
+
+
+def test_a_drained_queue_is_stored_once_with_final_statuses(system: SyncDriver) -> None:
+    open_event(system, stock=5, validity_s=3600)
+    assert issue_users(system, ["u1", "u2", "u3"]) == ["ISSUED"] * 3
+    totals = drain(system, "c1")
+    assert (totals.persisted, totals.compensated) == (3, 0)
+
+    report = system.run(check_invariants("c1", with_database=True))
+    assert report.ok, report.checks
+    assert (report.persisted, report.in_flight, report.stock_left) == (3, 0, 2)
+    stored = {c.request_id: c for c in system.repository.coupons_of("u2")}  # type: ignore[union-attr]
+    coupon = stored["r-u2-1"]
+    assert (coupon.status, coupon.expires_at_ms - coupon.issued_at_ms) == ("ACTIVE", 3_600_000)
+    status = system.run(read_status("c1", "r-u2-1"))
+    assert status is not None and status.state is RequestState.COMPLETED
+    assert status.code == coupon.code
+    assert system.client.hgetall(user_coupons_key("u2")) == {coupon.code: "c1"}
+    assert system.client.ttl(CouponKeys("c1").request("r-u2-1")) > 0, "final: may expire"
+
+
+@pytest.mark.parametrize("point", list(CrashPoint))
+def test_a_crash_at_any_point_loses_nothing_after_a_restart(system: SyncDriver,
+                                                            point: CrashPoint) -> None:
+    open_event(system, stock=10)
+    issue_users(system, [f"u{n}" for n in range(8)])
+    event = system.run(load_event("c1"))
+    config = ConsumerConfig(batch_size=6, claim_idle_ms=0)
+    with pytest.raises(InjectedCrash):
+        system.run(consume_batch(event, "doomed", NOW, config, crash_at=point))
+
+    mid = system.run(check_invariants("c1", with_database=True))
+    expected_stored = 6 if point is CrashPoint.AFTER_COMMIT else 0
+    assert (mid.persisted, mid.in_flight, mid.lost) == (expected_stored, 8, ())
+    drain(system, "c1", "restarted", config)
+    report = system.run(check_invariants("c1", with_database=True))
+    assert report.ok, report.checks
+    assert (report.persisted, report.in_flight, report.stock_left) == (8, 0, 2)
+
+
+def test_the_seed_consumer_loses_what_it_popped_before_a_crash(system: SyncDriver) -> None:
+    """The workbench finding the seed's flaw: popped, crashed, gone; the user still waits."""
+    open_event(system, Variant.SEED, stock=30)
+    issue_users(system, [f"u{n}" for n in range(25)], Variant.SEED)
+    with pytest.raises(InjectedCrash):
+        system.run(consume_seed_batch({}, NOW, 10, CrashPoint.AFTER_READ))
+    drain_seed(system)
+    report = system.run(check_invariants("c1", with_database=True))
+    assert (report.persisted, report.lost_units) == (15, 10)
+    assert not report.ok
+    assert system.run(read_seed_status("r-u0-0")).state is RequestState.PROCESSING  # type: ignore[union-attr]
+    assert system.run(read_seed_status("r-u24-24")).state is RequestState.COMPLETED  # type: ignore[union-attr]
+
+
+class FlakyRepository(Repository):
+    """A database that refuses to answer the first ``outages`` writes, then recovers."""
+
+    def __init__(self, inner: Repository, outages: int) -> None:
+        super().__init__(inner.engine)
+        self.outages = outages
+
+    def persist_issued(self, coupons: Sequence[IssuedCoupon],
+                       fail_after_rows: int | None = None) -> dict[str, Decided]:
+        if self.outages > 0:
+            self.outages -= 1
+            raise DatabaseUnavailable(self.url, "injected outage")
+        return super().persist_issued(coupons, fail_after_rows)
+
+
+def test_a_database_down_for_a_while_loses_nothing(backend, repository: Repository) -> None:  # type: ignore[no-untyped-def]
+    flaky = FlakyRepository(repository, outages=7)
+    driver = SyncDriver(backend.client, backend.url, flaky, sleep=lambda _s: None)
+    open_event(driver, stock=20)
+    issue_users(driver, [f"u{n}" for n in range(12)])
+    stop = threading.Event()
+    config = ConsumerConfig(batch_size=5, claim_idle_ms=20, db_retries=1)
+    worker = threading.Thread(target=run_consumer,
+                              args=(driver, "c1", "w1", stop, config), kwargs={
+                                  "outage_pause_s": 0.01})
+    worker.start()
+    try:
+        report = wait_until_drained(driver)
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+    assert flaky.outages == 0, "the outage really happened"
+    assert report.ok, report.checks
+    assert (report.persisted, report.compensated) == (12, 0), "an outage never compensates"
+
+
+def wait_until_drained(driver: SyncDriver, coupon: str = "c1", limit_s: float = 20.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + limit_s
+    while True:
+        report = driver.run(check_invariants(coupon, with_database=True))
+        if report.in_flight == 0 or time.monotonic() > deadline:
+            return report
+        time.sleep(0.02)
+
+
+class PoisonRepository(Repository):
+    """A database that refuses one request's coupon for good."""
+
+    def __init__(self, inner: Repository, poison: str) -> None:
+        super().__init__(inner.engine)
+        self.poison = poison
+
+    def persist_issued(self, coupons: Sequence[IssuedCoupon],
+                       fail_after_rows: int | None = None) -> dict[str, Decided]:
+        if any(c.request_id == self.poison for c in coupons):
+            raise PersistenceError("injected: refused for good")
+        return super().persist_issued(coupons, fail_after_rows)
+
+
+def test_an_entry_refused_for_good_is_compensated_after_n_deliveries(backend, repository) -> None:  # type: ignore[no-untyped-def]
+    driver = SyncDriver(backend.client, backend.url, PoisonRepository(repository, "r-u2-2"))
+    open_event(driver, stock=4)
+    issue_users(driver, ["u0", "u1", "u2", "u3"])
+    totals = drain(driver, "c1", config=ConsumerConfig(batch_size=10, claim_idle_ms=0,
+                                                       max_deliveries=3))
+    assert (totals.persisted, totals.compensated) == (3, 1)
+    assert [r.left_pending for r in totals.reports[:3]] == [1, 1, 0]
+
+    report = driver.run(check_invariants("c1", with_database=True))
+    assert report.ok, report.checks
+    assert (report.persisted, report.compensated, report.stock_left) == (3, 1, 1)
+    failed = driver.run(read_status("c1", "r-u2-2"))
+    assert failed is not None and failed.state is RequestState.FAILED and failed.reason
+    dead = backend.client.xrange(CouponKeys("c1").dead)
+    assert [fields["request"] for _id, fields in dead] == ["r-u2-2"]
+    assert issue_users(driver, ["u2"]) == [IssueOutcome.ISSUED], "the user may try again"
+
+
+def test_compensation_and_persistence_decide_a_request_exactly_once(
+        repository: Repository) -> None:
+    repository.save_coupon(CouponEvent("c1", stock=5))
+    coupon = IssuedCoupon("C-1", "r1", "u1", "c1", 1, NOW, NOW + 10)
+    first = repository.persist_issued([coupon])
+    assert repository.persist_issued([coupon]) == first, "a redelivery changes nothing"
+    assert repository.compensate("c1", {"r1": "late"})["r1"] == first["r1"]
+    assert repository.compensate("c1", {"r2": "gone"})["r2"].code is None
+    late = IssuedCoupon("C-2", "r2", "u2", "c1", 1, NOW, NOW + 10)
+    assert repository.persist_issued([late])["r2"].code is None, "compensated: never stored"
+    assert [c.request_id for c in repository.coupons_of("u1")] == ["r1"]
+    assert repository.coupons_of("u2") == []
+
+
+def test_the_database_enforces_the_per_user_limit_too(repository: Repository) -> None:
+    repository.save_coupon(CouponEvent("c1", stock=5))
+    repository.persist_issued([IssuedCoupon("C-1", "r1", "u1", "c1", 1, NOW, NOW + 10)])
+    with pytest.raises(PersistenceError):
+        repository.persist_issued([IssuedCoupon("C-2", "r2", "u1", "c1", 1, NOW, NOW + 10)])
+
+
+@pytest.mark.real_redis
+def test_several_consumers_at_once_store_each_coupon_once(real_backend, repository) -> None:  # type: ignore[no-untyped-def]
+    driver = SyncDriver(real_backend.client, real_backend.url, repository)
+    open_event(driver, stock=150)
+    issue_users(driver, [f"u{n}" for n in range(200)])
+    stop = threading.Event()
+    config = ConsumerConfig(batch_size=10, block_ms=20)
+    workers = [threading.Thread(target=run_consumer,
+                                args=(SyncDriver(real_backend.client, real_backend.url,
+                                                 repository), "c1", f"w{n}", stop, config))
+               for n in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        report = wait_until_drained(driver)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=10)
+    assert report.ok, report.checks
+    assert (report.persisted, report.in_flight) == (150, 0)
+    consumers = real_backend.client.xinfo_consumers(CouponKeys("c1").queue, "issuers")
+    assert len([c for c in consumers if c["name"].startswith("w")]) == 3
