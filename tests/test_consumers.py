@@ -54,7 +54,8 @@ def test_a_drained_queue_is_stored_once_with_final_statuses(system: SyncDriver) 
     status = system.run(read_status("c1", "r-u2-1"))
     assert status is not None and status.state is RequestState.COMPLETED
     assert status.code == coupon.code
-    assert system.client.hgetall(user_coupons_key("u2")) == {coupon.code: "c1"}
+    assert system.client.hgetall(user_coupons_key("u2")) == {
+        coupon.code: '{"coupon": "c1", "status": "ACTIVE"}'}
     assert system.client.ttl(CouponKeys("c1").request("r-u2-1")) > 0, "final: may expire"
 
 

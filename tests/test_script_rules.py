@@ -13,7 +13,9 @@ from couponsim.event import CouponEvent
 from couponsim.flows import Variant, lifecycle
 from couponsim.flows.consume import ConsumerConfig
 from couponsim.flows.issue import ISSUE_FLOWS, IssueRequest
+from couponsim.flows.redeem import APPLY_FLOWS
 from couponsim.persistence.repository import Repository
+from couponsim.pricing import ApplyRequest
 from couponsim.scripts import lua_dir, script_names
 from couponsim.verify import check_invariants
 
@@ -107,6 +109,8 @@ def test_no_script_call_spans_two_cluster_slots(fake_backend: Backend,
             drain_seed(driver)
         else:
             drain(driver, coupon, config=ConsumerConfig(claim_idle_ms=0, max_deliveries=1))
+        for code in [c.code for c in driver.repository.coupons_of("u1")]:  # type: ignore[union-attr]
+            driver.run(APPLY_FLOWS[variant](ApplyRequest("u1", "o1", code, 50_000), 2))
         driver.run(check_invariants(coupon, with_database=True))
         driver.run(lifecycle.end(coupon))
         driver.run(lifecycle.purge(coupon))

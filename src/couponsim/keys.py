@@ -26,8 +26,13 @@ def seed_status_key(request_id: str) -> str:
 
 
 def user_coupons_key(user_id: str) -> str:
-    """The cache of one user's coupons (a hash), tagged by user."""
+    """The cache of one user's coupons (hash: code -> JSON coupon and status), tagged by user."""
     return f"user:coupons:{{{validate_id('user', user_id)}}}"
+
+
+def redemption_lock_key(code: str) -> str:
+    """The checkout lock of one coupon code (string: its holder's token)."""
+    return f"redeem:lock:{{{validate_id('coupon code', code)}}}"
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,11 @@ class CouponKeys:
     def channel(self) -> str:
         """Pub/sub channel of the coupon's status updates (a channel, not a key)."""
         return f"coupon:events:{self.tag}"
+
+    @property
+    def usage_channel(self) -> str:
+        """Pub/sub channel of the coupon's usage events (applied, released)."""
+        return f"coupon:usage:{self.tag}"
 
     @property
     def waiting(self) -> str:

@@ -48,3 +48,31 @@ class CouponLedger:
     """(request id, user id, ordinal) of every stored coupon."""
     compensated: frozenset[str]
     """Request IDs decided as compensated."""
+
+
+@dataclass(frozen=True)
+class RedemptionRecord:
+    """One application of a coupon to an order, as the database keeps it."""
+
+    order_id: str
+    code: str
+    user_id: str
+    applied_at_ms: int
+    released_at_ms: int | None
+
+
+@dataclass(frozen=True)
+class HeldCoupon:
+    """An issued coupon's owner and state, for the redemption invariants."""
+
+    code: str
+    user_id: str
+    status: CouponStatus
+    order_id: str | None
+    expires_at_ms: int
+
+
+@dataclass(frozen=True)
+class RedemptionLedger:
+    coupons: tuple[HeldCoupon, ...]
+    redemptions: tuple[RedemptionRecord, ...]

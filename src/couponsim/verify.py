@@ -21,7 +21,7 @@ from couponsim.event import CouponEvent
 from couponsim.flows import Flow
 from couponsim.flows.seed_queue import seed_entries
 from couponsim.keys import ISSUE_GROUP, SEED_ISSUE_QUEUE, CouponKeys
-from couponsim.records import CouponLedger
+from couponsim.records import CouponLedger, CouponStatus, RedemptionLedger
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ class InvariantReport:
     """Stored coupons whose request was never queued."""
     stuck: tuple[str, ...] = ()
     """Requests still PROCESSING though their entry is no longer in flight."""
+    redemptions: "RedemptionFindings | None" = None
+    """Redemption anomalies, when a database was checked."""
 
     @property
     def oversold(self) -> int:
@@ -92,11 +94,59 @@ class InvariantReport:
             Check("nothing unexpected (stored, never queued)", len(self.unexpected),
                   not self.unexpected),
             Check("nothing stuck (PROCESSING, not in flight)", len(self.stuck), not self.stuck),
-        ]
+        ] + (self.redemptions.checks if self.redemptions else [])
 
     @property
     def ok(self) -> bool:
         return all(check.ok for check in self.checks)
+
+
+@dataclass(frozen=True)
+class RedemptionFindings:
+    """Codes breaking a redemption invariant: each list should be empty."""
+
+    used_twice: tuple[str, ...]
+    """Codes applied to more than one order at once."""
+    used_by_other: tuple[str, ...]
+    """Codes applied by a user who does not own them."""
+    used_after_expiry: tuple[str, ...]
+    out_of_step: tuple[str, ...]
+    """Codes whose state disagrees with their redemptions (USED with no open
+    redemption of that order, or an open redemption on a coupon not USED by it)."""
+
+    @property
+    def checks(self) -> list[Check]:
+        return [
+            Check("coupon used at most once (codes on two orders)", len(self.used_twice),
+                  not self.used_twice),
+            Check("used only by its owner", len(self.used_by_other), not self.used_by_other),
+            Check("used only before expiry", len(self.used_after_expiry),
+                  not self.used_after_expiry),
+            Check("state agrees with redemptions (release given back once)",
+                  len(self.out_of_step), not self.out_of_step),
+        ]
+
+
+def judge_redemptions(ledger: RedemptionLedger) -> RedemptionFindings:
+    coupons = {coupon.code: coupon for coupon in ledger.coupons}
+    open_orders: dict[str, list[str]] = {}
+    other, late = set(), set()
+    for redemption in ledger.redemptions:
+        coupon = coupons[redemption.code]
+        if redemption.user_id != coupon.user_id:
+            other.add(redemption.code)
+        if redemption.applied_at_ms >= coupon.expires_at_ms:
+            late.add(redemption.code)
+        if redemption.released_at_ms is None:
+            open_orders.setdefault(redemption.code, []).append(redemption.order_id)
+    out_of_step = {
+        coupon.code for coupon in ledger.coupons
+        if (coupon.status is CouponStatus.USED)
+        != (open_orders.get(coupon.code, []) == [coupon.order_id])
+    }
+    twice = {code for code, orders in open_orders.items() if len(orders) > 1}
+    return RedemptionFindings(tuple(sorted(twice)), tuple(sorted(other)), tuple(sorted(late)),
+                              tuple(sorted(out_of_step - twice)))
 
 
 def check_invariants(coupon_id: str, with_database: bool = False) -> Flow[InvariantReport]:
@@ -124,7 +174,14 @@ def check_invariants(coupon_id: str, with_database: bool = False) -> Flow[Invari
         issued=sum(holders.values()), in_flight=len(items),
         persisted=None if ledger is None else len(ledger.coupons),
         compensated=0, coupons_per_user=holders,
+        redemptions=(yield from _redemptions(coupon_id, with_database)),
     )
+
+
+def _redemptions(coupon_id: str, with_database: bool) -> Flow[RedemptionFindings | None]:
+    if not with_database:
+        return None
+    return judge_redemptions((yield DbCall("redemption_ledger", (coupon_id,))))
 
 
 def _hardened(event: CouponEvent, with_database: bool) -> Flow[InvariantReport]:
@@ -175,6 +232,7 @@ def _hardened(event: CouponEvent, with_database: bool) -> Flow[InvariantReport]:
         issued=len(alive), in_flight=len(in_flight), persisted=persisted,
         compensated=len(dead), coupons_per_user=holders, lost=tuple(sorted(lost)),
         unexpected=tuple(unexpected), stuck=tuple(sorted(stuck)),
+        redemptions=(yield from _redemptions(event.coupon_id, with_database)),
     )
 
 

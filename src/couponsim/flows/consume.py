@@ -28,6 +28,7 @@ from couponsim.errors import (
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow
 from couponsim.flows.issue import REQUEST_RECORD_TTL_S
+from couponsim.flows.redeem import cache_entry
 from couponsim.flows.seed_queue import parse_seed_items
 from couponsim.flows.status import RequestState, RequestStatus
 from couponsim.ids import validate_id, validate_ms
@@ -39,7 +40,7 @@ from couponsim.keys import (
     seed_status_key,
     user_coupons_key,
 )
-from couponsim.records import Decided, IssuedCoupon
+from couponsim.records import CouponStatus, Decided, IssuedCoupon
 
 SEED_BATCH_SIZE = 10
 """The seed consumer's LPOP count, as written."""
@@ -223,7 +224,7 @@ def _complete(event: CouponEvent, entries: Sequence[QueueEntry],
     keys = CouponKeys(event.coupon_id)
     yield Pipeline(tuple(
         Command("HSET", (user_coupons_key(e.user_id), decided[e.request_id].code,
-                         event.coupon_id)) for e in entries))
+                         cache_entry(event.coupon_id, CouponStatus.ACTIVE))) for e in entries))
     argv: list[str | int | float] = [ISSUE_GROUP, REQUEST_RECORD_TTL_S, keys.channel]
     for entry in entries:
         code = decided[entry.request_id].code or ""
@@ -273,7 +274,8 @@ def consume_seed_batch(events: dict[str, CouponEvent], now_ms: int,
         status = RequestStatus(coupon.request_id, RequestState.COMPLETED,
                                decided[coupon.request_id].code or "")
         yield Command("SET", (seed_status_key(coupon.request_id), status.to_message()))
-        yield Command("HSET", (user_coupons_key(coupon.user_id), status.code, coupon.coupon_id))
+        yield Command("HSET", (user_coupons_key(coupon.user_id), status.code,
+                               cache_entry(coupon.coupon_id, CouponStatus.ACTIVE)))
         yield Command("PUBLISH", (SEED_STATUS_CHANNEL, status.to_message()))
     return BatchReport(read=len(raw), persisted=len(coupons), dropped=len(raw) - len(coupons))
 

@@ -66,3 +66,20 @@ class IssueDecision(Base):
     coupon_id: Mapped[str] = mapped_column(ID, index=True)
     decision: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(200), default="")
+
+
+class Redemption(Base):
+    """A coupon applied to an order. One row per (order, code): applying again to the
+    same order answers from it; cancelling sets ``released_at_ms``."""
+
+    __tablename__ = "redemptions"
+
+    order_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    code: Mapped[str] = mapped_column(ForeignKey("user_coupons.code"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID)
+    coupon_id: Mapped[str] = mapped_column(ID, index=True)
+    original: Mapped[int] = mapped_column(BigInteger)
+    discount: Mapped[int] = mapped_column(BigInteger)
+    final: Mapped[int] = mapped_column(BigInteger)
+    applied_at_ms: Mapped[int] = mapped_column(BigInteger)
+    released_at_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -9,16 +9,33 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, delete, select
+from sqlalchemy import CursorResult, Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from couponsim.errors import DatabaseUnavailable, InjectedCrash, PersistenceError
-from couponsim.event import CouponEvent
+from couponsim.event import CouponEvent, DiscountKind
 from couponsim.persistence.database import make_engine, redact
-from couponsim.persistence.models import Base, Coupon, IssueDecision, UserCoupon
-from couponsim.records import CouponLedger, Decided, Decision, IssuedCoupon
+from couponsim.persistence.models import Base, Coupon, IssueDecision, Redemption, UserCoupon
+from couponsim.pricing import (
+    ApplyOutcome,
+    ApplyRequest,
+    ApplyResult,
+    CouponView,
+    judge,
+    refused,
+)
+from couponsim.records import (
+    CouponLedger,
+    CouponStatus,
+    Decided,
+    Decision,
+    HeldCoupon,
+    IssuedCoupon,
+    RedemptionLedger,
+    RedemptionRecord,
+)
 
 
 class Repository:
@@ -123,12 +140,122 @@ class Repository:
         """Forget an event's coupons, decisions and definition (scratch runs only)."""
         with self._transaction() as session:
             removed = 0
-            for model, column in ((UserCoupon, UserCoupon.coupon_id),
+            for model, column in ((Redemption, Redemption.coupon_id),
+                                  (UserCoupon, UserCoupon.coupon_id),
                                   (IssueDecision, IssueDecision.coupon_id), (Coupon, Coupon.id)):
                 result = cast(CursorResult[Any], session.execute(
                     delete(model).where(column == coupon_id)))
                 removed += result.rowcount
             return removed
+
+    def find_coupon(self, code: str) -> CouponView | None:
+        """The coupon and its event's checkout rules, or None for an unknown code."""
+        with self._transaction() as session:
+            return self._view(session, code)
+
+    def apply_coupon(self, request: ApplyRequest, now_ms: int) -> ApplyResult:
+        """The hardened apply: judge and mark used in one transaction, by compare-and-set.
+
+        The UPDATE only succeeds on a coupon that is still ACTIVE and owned by
+        the user, so two orders racing for one coupon cannot both win, lock or
+        no lock. The same (order, code) again answers from the stored redemption.
+        """
+        with self._transaction() as session:
+            earlier = session.get(Redemption, (request.order_id, request.code))
+            if earlier is not None and earlier.released_at_ms is None \
+                    and earlier.user_id == request.user_id:
+                return ApplyResult(ApplyOutcome.APPLIED, earlier.code, earlier.order_id,
+                                   earlier.original, earlier.discount, earlier.final)
+            result = judge(self._view(session, request.code), request, now_ms)
+            if not result.applied:
+                return result
+            won = cast(CursorResult[Any], session.execute(
+                update(UserCoupon)
+                .where(UserCoupon.code == request.code, UserCoupon.user_id == request.user_id,
+                       UserCoupon.status == CouponStatus.ACTIVE.value,
+                       UserCoupon.expires_at_ms > now_ms)
+                .values(status=CouponStatus.USED.value, order_id=request.order_id)))
+            if won.rowcount != 1:
+                return refused(ApplyOutcome.ALREADY_USED, request)
+            self._record_redemption(session, request, result, now_ms)
+            return result
+
+    def mark_used_blindly(self, request: ApplyRequest, result: ApplyResult, now_ms: int) -> None:
+        """The seed's save: write the coupon as used by this order, whatever it is now."""
+        with self._transaction() as session:
+            session.execute(update(UserCoupon).where(UserCoupon.code == request.code)
+                            .values(status=CouponStatus.USED.value, order_id=request.order_id))
+            self._record_redemption(session, request, result, now_ms)
+
+    def release_coupon(self, user_id: str, order_id: str, code: str,
+                       now_ms: int) -> CouponStatus | None:
+        """Give the coupon back from a cancelled order, once.
+
+        Returns the coupon's new status (ACTIVE, or EXPIRED past its validity),
+        or None when this order did not hold it (never applied, or released).
+        """
+        with self._transaction() as session:
+            coupon = session.get(UserCoupon, code)
+            if coupon is None:
+                return None
+            status = (CouponStatus.ACTIVE if now_ms < coupon.expires_at_ms
+                      else CouponStatus.EXPIRED)
+            released = cast(CursorResult[Any], session.execute(
+                update(UserCoupon)
+                .where(UserCoupon.code == code, UserCoupon.user_id == user_id,
+                       UserCoupon.status == CouponStatus.USED.value,
+                       UserCoupon.order_id == order_id)
+                .values(status=status.value, order_id=None)))
+            if released.rowcount != 1:
+                return None
+            session.execute(update(Redemption)
+                            .where(Redemption.order_id == order_id, Redemption.code == code)
+                            .values(released_at_ms=now_ms))
+            return status
+
+    def expire_coupons(self, now_ms: int) -> int:
+        """Mark every ACTIVE coupon past its validity EXPIRED; returns how many."""
+        with self._transaction() as session:
+            result = cast(CursorResult[Any], session.execute(
+                update(UserCoupon)
+                .where(UserCoupon.status == CouponStatus.ACTIVE.value,
+                       UserCoupon.expires_at_ms <= now_ms)
+                .values(status=CouponStatus.EXPIRED.value)))
+            return result.rowcount
+
+    def redemption_ledger(self, coupon_id: str) -> RedemptionLedger:
+        with self._transaction() as session:
+            coupons = session.scalars(
+                select(UserCoupon).where(UserCoupon.coupon_id == coupon_id)).all()
+            redemptions = session.scalars(
+                select(Redemption).where(Redemption.coupon_id == coupon_id)).all()
+            return RedemptionLedger(
+                tuple(HeldCoupon(c.code, c.user_id, CouponStatus(c.status), c.order_id,
+                                 c.expires_at_ms) for c in coupons),
+                tuple(RedemptionRecord(r.order_id, r.code, r.user_id, r.applied_at_ms,
+                                       r.released_at_ms) for r in redemptions))
+
+    @staticmethod
+    def _view(session: Session, code: str) -> CouponView | None:
+        row = session.execute(select(UserCoupon, Coupon).join(Coupon)
+                              .where(UserCoupon.code == code)).first()
+        if row is None:
+            return None
+        coupon, event = row
+        return CouponView(coupon.code, coupon.user_id, coupon.coupon_id,
+                          CouponStatus(coupon.status), coupon.order_id, coupon.expires_at_ms,
+                          DiscountKind(event.discount_kind), event.discount_value,
+                          event.max_discount, event.min_order)
+
+    @staticmethod
+    def _record_redemption(session: Session, request: ApplyRequest, result: ApplyResult,
+                           now_ms: int) -> None:
+        coupon_id = session.scalar(select(UserCoupon.coupon_id)
+                                   .where(UserCoupon.code == request.code))
+        session.merge(Redemption(
+            order_id=request.order_id, code=request.code, user_id=request.user_id,
+            coupon_id=coupon_id, original=result.original, discount=result.discount,
+            final=result.final, applied_at_ms=now_ms, released_at_ms=None))
 
     def coupons_of(self, user_id: str) -> list[UserCoupon]:
         with self._transaction() as session:
