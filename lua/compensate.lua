@@ -10,6 +10,8 @@
 -- ARGV[4] ordinal (0 if unknown)  ARGV[5] request id ('' if unknown)  ARGV[6] reason
 -- ARGV[7] lifetime of the final record in seconds  ARGV[8] status channel
 -- ARGV[9] message to publish  ARGV[10] now in ms, from the caller's clock
+-- ARGV[11] 1 to give the stock unit back, 0 for an entry that never took one
+--          (a malformed entry the issue script did not write: only dead-lettered)
 --
 -- Returns COMPENSATED, or ALREADY when the entry was no longer pending (a
 -- replay): the acknowledgement is the guard that makes it happen once.
@@ -17,7 +19,9 @@
 if redis.call('XACK', KEYS[3], ARGV[1], ARGV[2]) == 0 then
   return 'ALREADY'
 end
-redis.call('INCR', KEYS[1])
+if ARGV[11] == '1' then
+  redis.call('INCR', KEYS[1])
+end
 if ARGV[3] ~= '' then
   redis.call('HDEL', KEYS[2], ARGV[3] .. '#' .. ARGV[4])
   if redis.call('HINCRBY', KEYS[2], ARGV[3], -1) <= 0 then
@@ -27,8 +31,8 @@ end
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[5], 'status', 'FAILED', 'reason', ARGV[6])
   redis.call('EXPIRE', KEYS[5], ARGV[7])
+  redis.call('PUBLISH', ARGV[8], ARGV[9])
 end
 redis.call('XADD', KEYS[4], '*', 'entry', ARGV[2], 'request', ARGV[5], 'user', ARGV[3],
            'reason', ARGV[6], 'at_ms', ARGV[10])
-redis.call('PUBLISH', ARGV[8], ARGV[9])
 return 'COMPENSATED'

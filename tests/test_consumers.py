@@ -194,11 +194,11 @@ def test_the_database_enforces_the_per_user_limit_too(repository: Repository) ->
 @pytest.mark.real_redis
 def test_several_consumers_at_once_store_each_coupon_once(real_backend, repository) -> None:  # type: ignore[no-untyped-def]
     driver = SyncDriver(real_backend.client, real_backend.url, repository)
-    open_event(driver, stock=150)
-    issue_users(driver, [f"u{n}" for n in range(200)])
+    open_event(driver, stock=500)
+    issue_users(driver, [f"u{n}" for n in range(600)])
     stop = threading.Event()
-    config = ConsumerConfig(batch_size=10, block_ms=20)
-    workers = [threading.Thread(target=run_consumer,
+    config = ConsumerConfig(batch_size=10, block_ms=20, claim_idle_ms=5)  # they reclaim
+    workers = [threading.Thread(target=run_consumer,                      # each other's
                                 args=(SyncDriver(real_backend.client, real_backend.url,
                                                  repository), "c1", f"w{n}", stop, config))
                for n in range(3)]
@@ -211,6 +211,52 @@ def test_several_consumers_at_once_store_each_coupon_once(real_backend, reposito
         for worker in workers:
             worker.join(timeout=10)
     assert report.ok, report.checks
-    assert (report.persisted, report.in_flight) == (150, 0)
+    assert (report.persisted, report.in_flight) == (500, 0)
     consumers = real_backend.client.xinfo_consumers(CouponKeys("c1").queue, "issuers")
-    assert len([c for c in consumers if c["name"].startswith("w")]) == 3
+    assert len([c for c in consumers if c["name"].startswith("w")]) >= 2, "they shared"
+
+
+def test_an_entry_the_issue_script_did_not_write_is_dead_lettered_not_fatal(
+        system: SyncDriver) -> None:
+    open_event(system, stock=5)
+    issue_users(system, ["u0", "u1"])
+    junk = system.client.xadd(CouponKeys("c1").queue, {"junk": "1"})
+    issue_users(system, ["u2"])
+    totals = drain(system, "c1")
+    assert (totals.persisted, sum(r.discarded for r in totals.reports)) == (3, 1)
+
+    report = system.run(check_invariants("c1", with_database=True))
+    assert report.unexpected == (f"entry {junk}",), "the checker names the foreign entry"
+    assert (report.persisted, report.stock_left, report.lost, report.stuck) == (3, 2, (), ())
+    assert [check.name for check in report.checks if not check.ok] == [
+        "nothing unexpected (stored, never queued)"]
+
+
+def test_a_pending_entry_deleted_from_the_stream_is_reported_lost_by_name(
+        system: SyncDriver) -> None:
+    open_event(system, stock=5)
+    issue_users(system, ["u0", "u1", "u2"])
+    event = system.run(load_event("c1"))
+    with pytest.raises(InjectedCrash):
+        system.run(consume_batch(event, "doomed", NOW, crash_at=CrashPoint.AFTER_READ))
+    first_id = system.client.xrange(CouponKeys("c1").queue, count=1)[0][0]
+    system.client.xdel(CouponKeys("c1").queue, first_id)
+    drain(system, "c1")
+    report = system.run(check_invariants("c1", with_database=True))
+    assert report.lost == ("r-u0-0",)
+    assert report.stuck == ("r-u0-0",), "its user still waits"
+    assert (report.persisted, report.conservation_gap) == (2, -1)
+
+
+def test_a_compensated_request_reads_failed_and_a_refused_one_too(backend,  # type: ignore[no-untyped-def]
+                                                                   repository) -> None:
+    driver = SyncDriver(backend.client, backend.url, PoisonRepository(repository, "r-u1-1"))
+    open_event(driver, stock=2)
+    assert issue_users(driver, ["u0", "u1", "u2"]) == ["ISSUED", "ISSUED", "SOLD_OUT"]
+    drain(driver, "c1", config=ConsumerConfig(claim_idle_ms=0, max_deliveries=1))
+    statuses = {r: driver.run(read_status("c1", r)) for r in ("r-u0-0", "r-u1-1", "r-u2-2")}
+    assert {r: (s.state, s.reason) for r, s in statuses.items()} == {  # type: ignore[union-attr]
+        "r-u0-0": (RequestState.COMPLETED, ""),
+        "r-u1-1": (RequestState.FAILED, "the database refused the coupon"),
+        "r-u2-2": (RequestState.FAILED, "SOLD_OUT"),
+    }

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from couponsim.drivers.sync import SyncDriver
-from couponsim.errors import DatabaseUnavailable
+from couponsim.errors import DatabaseUnavailable, PersistenceError, RedisUnavailable
 from couponsim.event import CouponEvent
 from couponsim.flows.consume import (
     SEED_BATCH_SIZE,
@@ -47,7 +47,8 @@ class ConsumerTotals:
     persisted: int = 0
     compensated: int = 0
     dropped: int = 0
-    database_outages: int = 0
+    outages: int = 0
+    """Batches abandoned because Redis or the database failed."""
     reports: list[BatchReport] = field(default_factory=list, repr=False)
 
     def add(self, report: BatchReport) -> None:
@@ -63,14 +64,20 @@ def run_consumer(driver: SyncDriver, coupon_id: str, name: str, stop: threading.
                  config: ConsumerConfig = LIVE,
                  clock_ms: Callable[[], int] = wall_clock_ms,
                  outage_pause_s: float = 0.5) -> ConsumerTotals:
-    """Run the hardened consumer ``name`` on one coupon until ``stop`` is set."""
-    event = driver.run(load_event(coupon_id))
+    """Run the hardened consumer ``name`` on one coupon until ``stop`` is set.
+
+    A Redis or database that fails makes it pause and start over; what it held
+    stays pending and comes back. An unknown coupon or a bug ends it.
+    """
+    event: CouponEvent | None = None
     totals = ConsumerTotals()
     while not stop.is_set():
         try:
+            if event is None:
+                event = driver.run(load_event(coupon_id))
             report = driver.run(consume_batch(event, name, clock_ms(), config))
-        except DatabaseUnavailable:
-            totals.database_outages += 1
+        except (DatabaseUnavailable, RedisUnavailable, PersistenceError):
+            totals.outages += 1
             stop.wait(outage_pause_s)
             continue
         totals.add(report)

@@ -10,6 +10,8 @@ from enum import StrEnum
 from couponsim.errors import InvalidEventConfig
 from couponsim.ids import MAX_WHOLE_NUMBER, validate_id
 
+MAX_NAME_LENGTH = 200
+
 
 class DiscountKind(StrEnum):
     FIXED = "fixed"
@@ -37,6 +39,8 @@ class CouponEvent:
 
     def __post_init__(self) -> None:
         validate_id("coupon", self.coupon_id)
+        if not isinstance(self.name, str) or len(self.name) > MAX_NAME_LENGTH:
+            raise InvalidEventConfig(f"name must be text of at most {MAX_NAME_LENGTH} characters")
         for name in ("stock", "discount_value", "max_discount", "min_order", "validity_s",
                      "starts_at_ms", "ends_at_ms"):
             value = getattr(self, name)

@@ -9,11 +9,12 @@ the timeout.
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import redis
 
 from couponsim.drivers.sync import SyncDriver
-from couponsim.errors import UnknownRequest
+from couponsim.errors import RedisUnavailable, UnknownRequest
 from couponsim.flows.status import RequestStatus, read_status
 from couponsim.keys import CouponKeys
 
@@ -25,9 +26,10 @@ def watch_status(client: redis.Redis, coupon_id: str, request_id: str,
                  timeout_s: float = DEFAULT_TIMEOUT_S,
                  clock: Callable[[], float] = time.monotonic) -> Iterator[RequestStatus]:
     """Yield the request's status now and on every change, until final or ``timeout_s``."""
-    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
     try:
         pubsub.subscribe(CouponKeys(coupon_id).channel)
+        _await_subscription(pubsub, clock() + min(timeout_s, 5.0), clock)
         current = SyncDriver(client).run(read_status(coupon_id, request_id))
         if current is None:
             raise UnknownRequest(request_id)
@@ -43,3 +45,12 @@ def watch_status(client: redis.Redis, coupon_id: str, request_id: str,
                 yield current
     finally:
         pubsub.close()
+
+
+def _await_subscription(pubsub: Any, deadline: float, clock: Callable[[], float]) -> None:
+    """Wait for Redis to confirm the subscription: only then can no update be missed."""
+    while clock() < deadline:
+        message = pubsub.get_message(timeout=0.1)
+        if message is not None and message["type"] == "subscribe":
+            return
+    raise RedisUnavailable("pub/sub", "the subscription was not confirmed in time")

@@ -53,9 +53,11 @@ class InvariantReport:
     lost: tuple[str, ...] = ()
     """Requests of queue entries that are neither stored, compensated nor in flight."""
     unexpected: tuple[str, ...] = ()
-    """Stored coupons whose request was never queued."""
+    """Stored coupons whose request was never queued, and queue entries the issue
+    script did not write."""
     stuck: tuple[str, ...] = ()
-    """Requests still PROCESSING though their entry is no longer in flight."""
+    """Requests whose entry is no longer in flight but whose status is not the final
+    one the database implies (COMPLETED for a stored coupon, FAILED for a compensation)."""
     redemptions: "RedemptionFindings | None" = None
     """Redemption anomalies, when a database was checked."""
 
@@ -93,7 +95,8 @@ class InvariantReport:
                   self.conservation_gap == 0),
             Check("nothing unexpected (stored, never queued)", len(self.unexpected),
                   not self.unexpected),
-            Check("nothing stuck (PROCESSING, not in flight)", len(self.stuck), not self.stuck),
+            Check("nothing stuck (status not final, not in flight)", len(self.stuck),
+                  not self.stuck),
         ] + (self.redemptions.checks if self.redemptions else [])
 
     @property
@@ -186,52 +189,57 @@ def _redemptions(coupon_id: str, with_database: bool) -> Flow[RedemptionFindings
 
 def _hardened(event: CouponEvent, with_database: bool) -> Flow[InvariantReport]:
     keys = CouponKeys(event.coupon_id)
-    stock, entries, groups, pending, dead_entries = yield Pipeline((
+    stock, entries, groups, pending, dead_entries, holders_hash = yield Pipeline((
         Command("GET", (keys.stock,)),
         Command("XRANGE", (keys.queue, "-", "+")),
         Command("XINFO", ("GROUPS", keys.queue)),
         Command("XPENDING", (keys.queue, ISSUE_GROUP, "-", "+", 2**31 - 1),
                 (("parse_detail", True),)),
         Command("XRANGE", (keys.dead, "-", "+")),
+        Command("HGETALL", (keys.holders,)),
     ), atomic=True)
     ledger: CouponLedger | None = (
         (yield DbCall("ledger", (event.coupon_id,))) if with_database else None)
-    stock_left = int(stock or 0)
     last_delivered = next((g["last-delivered-id"] for g in groups if g["name"] == ISSUE_GROUP),
                           "0-0")
-    in_flight = {row["message_id"] for row in pending}
-    in_flight |= {entry_id for entry_id, _ in entries
-                  if _stream_id(entry_id) > _stream_id(last_delivered)}
-    dead = {fields["entry"] for _id, fields in dead_entries}
-    request_of = {entry_id: fields["request"] for entry_id, fields in entries}
-    user_of = {fields["request"]: fields["user"] for _id, fields in entries}
-    flying = {request_of[entry_id] for entry_id in in_flight}
+    flying_ids = {row["message_id"] for row in pending}
+    flying_ids |= {entry_id for entry_id, _ in entries
+                   if _stream_id(entry_id) > _stream_id(last_delivered)}
+    # Every request the issue script recorded: in the stream, or (if the entry was
+    # trimmed or deleted) still holding an ordinal in the holders hash.
+    user_of = {fields["request"]: fields["user"] for _id, fields in entries
+               if "request" in fields and "user" in fields}
+    user_of |= {request: field.split("#", 1)[0]
+                for field, request in holders_hash.items() if "#" in field}
+    request_of = {entry_id: fields.get("request") for entry_id, fields in entries}
+    foreign = [f"entry {entry_id}" for entry_id, request in request_of.items() if not request]
+    flying = {request_of[e] for e in flying_ids if request_of.get(e)}
+    compensated = {f["request"] for _id, f in dead_entries if f.get("request")}
 
     if ledger is None:
-        alive = {request_of[e] for e in request_of if e not in dead}
-        holders = Counter(user_of[request] for request in alive)
-        lost: list[str] = []
-        unexpected: list[str] = []
-        persisted = None
+        stored: dict[str, str] = {}
+        alive = set(user_of) - compensated
+        settled_states = {}
     else:
         stored = {request: user for request, user, _n in ledger.coupons}
+        compensated |= ledger.compensated
         alive = set(stored) | flying
-        holders = Counter(stored.values())
-        holders.update(user_of[request] for request in flying - set(stored))
-        lost = [request_of[e] for e in request_of
-                if request_of[e] not in alive and e not in dead]
-        unexpected = sorted(set(stored) - set(user_of))
-        persisted = len(stored)
-    settled = [request for request in request_of.values() if request not in flying]
+        settled_states = {request: "COMPLETED" for request in stored} | {
+            request: "FAILED" for request in compensated}
+    holders = Counter(user_of.get(request) or stored[request] for request in alive)
+    lost = [] if ledger is None else sorted(set(user_of) - alive - compensated)
+    unexpected = sorted(set(stored) - set(user_of)) + foreign
+    settled = sorted(set(user_of) - flying)
     statuses = (yield Pipeline(tuple(Command("HGET", (keys.request(r), "status"))
                                      for r in settled))) if settled else []
     stuck = [request for request, status in zip(settled, statuses, strict=True)
-             if status == "PROCESSING"]
+             if status == "PROCESSING" or (
+                 request in settled_states and status != settled_states[request])]
     return InvariantReport(
-        event.coupon_id, "hardened", event.stock, event.per_user_limit, stock_left,
-        issued=len(alive), in_flight=len(in_flight), persisted=persisted,
-        compensated=len(dead), coupons_per_user=holders, lost=tuple(sorted(lost)),
-        unexpected=tuple(unexpected), stuck=tuple(sorted(stuck)),
+        event.coupon_id, "hardened", event.stock, event.per_user_limit, int(stock or 0),
+        issued=len(alive), in_flight=len(flying), persisted=None if ledger is None else len(stored),
+        compensated=len(compensated), coupons_per_user=holders, lost=tuple(lost),
+        unexpected=tuple(unexpected), stuck=tuple(stuck),
         redemptions=(yield from _redemptions(event.coupon_id, with_database)),
     )
 

@@ -93,6 +93,8 @@ class BatchReport:
     """Refused by the database this time; redelivered later."""
     dropped: int = 0
     """Seed only: popped and then lost with a failed write."""
+    discarded: int = 0
+    """Malformed entries (not written by the issue script) moved to the dead letters."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,11 @@ def consume_batch(event: CouponEvent, consumer: str, now_ms: int,
     if crash_at is CrashPoint.AFTER_READ:
         raise InjectedCrash(crash_at)
 
-    entries = [_entry(entry_id, fields) for entry_id, fields in raw if fields]
+    parsed = [(entry_id, _entry(entry_id, fields)) for entry_id, fields in raw]
+    for entry_id, entry in parsed:
+        if entry is None:
+            yield from _discard(event, entry_id, now_ms)
+    entries = [entry for _id, entry in parsed if entry is not None]
     coupons = [_issued(event, entry) for entry in entries]
     decided = yield from _persist(coupons, config, crash_at)
     refused = [e for e in entries if e.request_id not in decided]
@@ -170,12 +176,19 @@ def consume_batch(event: CouponEvent, consumer: str, now_ms: int,
     for entry in compensated:
         yield from _compensate(event, entry, worn_out.get(entry.request_id, "compensated"), now_ms)
     return BatchReport(read=len(raw), reclaimed=len(claimed), persisted=len(completed),
-                       compensated=len(compensated), left_pending=len(entries) - len(done))
+                       compensated=len(compensated), left_pending=len(entries) - len(done),
+                       discarded=len(raw) - len(entries))
 
 
-def _entry(entry_id: str, fields: dict[str, str]) -> QueueEntry:
-    return QueueEntry(entry_id, fields["request"], fields["user"], int(fields["ordinal"]),
-                      int(fields["issued_ms"]))
+def _entry(entry_id: str, fields: dict[str, str] | None) -> QueueEntry | None:
+    """The entry the issue script wrote, or None for anything else found in the stream."""
+    fields = fields or {}
+    try:
+        return QueueEntry(entry_id, validate_id("request", fields["request"]),
+                          validate_id("user", fields["user"]), int(fields["ordinal"]),
+                          int(fields["issued_ms"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _issued(event: CouponEvent, entry: QueueEntry) -> IssuedCoupon:
@@ -241,7 +254,19 @@ def _compensate(event: CouponEvent, entry: QueueEntry, reason: str, now_ms: int)
         "compensate",
         (keys.stock, keys.holders, keys.queue, keys.dead, keys.request(entry.request_id)),
         (ISSUE_GROUP, entry.entry_id, entry.user_id, entry.ordinal, entry.request_id, reason,
-         REQUEST_RECORD_TTL_S, keys.channel, status.to_message(), now_ms),
+         REQUEST_RECORD_TTL_S, keys.channel, status.to_message(), now_ms, 1),
+    )
+
+
+def _discard(event: CouponEvent, entry_id: str, now_ms: int) -> Flow[None]:
+    """Dead-letter an entry the issue script did not write: it took no stock, names no
+    request, and would otherwise come back to every consumer for ever."""
+    keys = CouponKeys(event.coupon_id)
+    yield Script(
+        "compensate",
+        (keys.stock, keys.holders, keys.queue, keys.dead, keys.request(entry_id)),
+        (ISSUE_GROUP, entry_id, "", 0, "", "malformed entry", REQUEST_RECORD_TTL_S,
+         keys.channel, "", now_ms, 0),
     )
 
 

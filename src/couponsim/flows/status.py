@@ -46,10 +46,16 @@ class RequestStatus:
 
 
 def read_status(coupon_id: str, request_id: str) -> Flow[RequestStatus | None]:
-    """The hardened request's status, or None for a request never issued (or long expired)."""
+    """The hardened request's status, or None for a request never seen (or long expired).
+
+    A request refused at once (DUPLICATE, SOLD_OUT) has no queue entry: its
+    status is FAILED from the start, with the refusal as the reason.
+    """
     record = yield Command("HGETALL", (CouponKeys(coupon_id).request(request_id),))
-    if not record or "status" not in record:
+    if not record:
         return None
+    if "status" not in record:
+        return RequestStatus(request_id, RequestState.FAILED, reason=record["outcome"])
     return RequestStatus(request_id, RequestState(record["status"]), record.get("code", ""),
                          record.get("reason", ""))
 

@@ -8,6 +8,7 @@ package, so a simulated run stores the same rows for the same seed.
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from couponsim.event import MAX_NAME_LENGTH
 from couponsim.records import CouponStatus
 
 ID = String(64)
@@ -23,8 +24,8 @@ class Coupon(Base):
     __tablename__ = "coupons"
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    stock: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH))
+    stock: Mapped[int] = mapped_column(BigInteger)
     discount_kind: Mapped[str] = mapped_column(String(16))
     discount_value: Mapped[int] = mapped_column(BigInteger)
     max_discount: Mapped[int] = mapped_column(BigInteger)
