@@ -14,6 +14,8 @@ from couponsim.flows import Variant, lifecycle
 from couponsim.flows.consume import ConsumerConfig
 from couponsim.flows.issue import ISSUE_FLOWS, IssueRequest
 from couponsim.flows.redeem import APPLY_FLOWS
+from couponsim.flows.throttle import SharedLimit, acquire_shared
+from couponsim.flows.waiting_room import admit, join_room, leave_room
 from couponsim.persistence.repository import Repository
 from couponsim.pricing import ApplyRequest
 from couponsim.scripts import lua_dir, script_names
@@ -109,6 +111,12 @@ def test_no_script_call_spans_two_cluster_slots(fake_backend: Backend,
             drain_seed(driver)
         else:
             drain(driver, coupon, config=ConsumerConfig(claim_idle_ms=0, max_deliveries=1))
+        if variant is Variant.HARDENED:
+            for user in ("w1", "w2"):
+                driver.run(join_room(coupon, user, f"{user}-q", 3))
+            driver.run(leave_room(coupon, "w2"))
+            driver.run(admit(coupon, 5, 4))
+            driver.run(acquire_shared(SharedLimit("slots", 5, 1000), 5))
         for code in [c.code for c in driver.repository.coupons_of("u1")]:  # type: ignore[union-attr]
             driver.run(APPLY_FLOWS[variant](ApplyRequest("u1", "o1", code, 50_000), 2))
         driver.run(check_invariants(coupon, with_database=True))

@@ -7,11 +7,10 @@ entries stay pending and come back to it or to another consumer.
 """
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from couponsim.drivers.sync import SyncDriver
+from couponsim.drivers.sync import SyncDriver, wall_clock_ms
 from couponsim.errors import DatabaseUnavailable, PersistenceError, RedisUnavailable
 from couponsim.event import CouponEvent
 from couponsim.flows.consume import (
@@ -32,10 +31,6 @@ LIVE = ConsumerConfig(block_ms=100)
 
 RESTARTED = ConsumerConfig(claim_idle_ms=0)
 """A consumer draining after a crash: everything pending is reclaimed at once."""
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass

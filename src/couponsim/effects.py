@@ -54,4 +54,10 @@ class Pause:
     seconds: float
 
 
-Effect = Command | Script | Pipeline | DbCall | Pause
+@dataclass(frozen=True)
+class Now:
+    """Ask the driver's clock for the time, in whole milliseconds: a flow that
+    measures a duration (the gateway's time limiter) must not read a clock itself."""
+
+
+Effect = Command | Script | Pipeline | DbCall | Pause | Now

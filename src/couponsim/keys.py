@@ -30,6 +30,11 @@ def user_coupons_key(user_id: str) -> str:
     return f"user:coupons:{{{validate_id('user', user_id)}}}"
 
 
+def rate_limit_key(name: str) -> str:
+    """A shared rate limiter's state (string: GCRA's theoretical arrival time)."""
+    return f"ratelimit:{{{validate_id('rate limiter', name)}}}"
+
+
 def redemption_lock_key(code: str) -> str:
     """The checkout lock of one coupon code (string: its holder's token)."""
     return f"redeem:lock:{{{validate_id('coupon code', code)}}}"
@@ -95,8 +100,29 @@ class CouponKeys:
 
     @property
     def waiting(self) -> str:
-        """Sorted set: the virtual waiting room."""
+        """Sorted set: the virtual waiting room, user -> arrival score."""
         return f"coupon:waiting:{self.tag}"
+
+    @property
+    def room(self) -> str:
+        """Hash: each user's state in the waiting room (WAITING, LEFT, or the outcome
+        told), and ``:closed`` once the room was drained on sell-out."""
+        return f"coupon:room:{self.tag}"
+
+    @property
+    def room_requests(self) -> str:
+        """Hash: user -> the request id their admission will issue with."""
+        return f"coupon:room-requests:{self.tag}"
+
+    @property
+    def room_channel(self) -> str:
+        """Pub/sub channel of waiting-room news: ``room USER OUTCOME``, ``room closed``."""
+        return f"coupon:room-events:{self.tag}"
+
+    @property
+    def admissions(self) -> str:
+        """List: recent admission batches, ``at_ms:count``, newest first."""
+        return f"coupon:admissions:{self.tag}"
 
     def request(self, request_id: str) -> str:
         """Hash: one hardened request's answer and status, the idempotency record."""

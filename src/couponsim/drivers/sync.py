@@ -15,7 +15,7 @@ import redis
 
 from couponsim.connection import connect, redact
 from couponsim.drivers import finish
-from couponsim.effects import Command, DbCall, Effect, Pause, Pipeline, Script
+from couponsim.effects import Command, DbCall, Effect, Now, Pause, Pipeline, Script
 from couponsim.errors import RedisUnavailable
 from couponsim.flows import Flow
 from couponsim.persistence.repository import Repository
@@ -24,6 +24,10 @@ from couponsim.scripts import ScriptRegistry
 T = TypeVar("T")
 
 _DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class SyncDriver:
@@ -35,12 +39,14 @@ class SyncDriver:
 
     def __init__(self, client: redis.Redis, url: str = "redis",
                  repository: Repository | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock_ms: Callable[[], int] = wall_clock_ms) -> None:
         self.client = client
         self.url = redact(url)
         self.repository = repository
         self.scripts = ScriptRegistry(client)
         self._sleep = sleep
+        self._clock_ms = clock_ms
 
     @classmethod
     def from_url(cls, url: str, repository: Repository | None = None) -> "SyncDriver":
@@ -60,6 +66,8 @@ class SyncDriver:
             case Pause(seconds):
                 self._sleep(seconds)
                 return None
+            case Now():
+                return self._clock_ms()
         raise TypeError(f"not an effect: {effect!r}")
 
     def run(self, flow: Flow[T]) -> T:

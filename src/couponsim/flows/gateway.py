@@ -1,0 +1,104 @@
+"""The gateway in front of the issue flow: rate limiter, circuit breaker, time
+limiter, and the waiting room as the fallback of all three.
+
+In the seed's design a request that finds the breaker closed again goes
+straight to Redis while earlier users still wait in the room: late arrivals
+overtake. The hardened gateway sends a request to the back of the room while
+anyone is waiting there.
+
+The breaker and limiters are in-process state machines told the time by the
+driver (``Now``), so the gateway runs alike in wall time and virtual time.
+What counts as a failure for the breaker: an error or a timeout. SOLD_OUT and
+DUPLICATE are answers. A request that timed out may still have been issued;
+it joins the room with the same request id, and its admission replays the
+idempotent issue script, which answers ISSUED again rather than a second coupon.
+"""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from couponsim.effects import Command, Now, Pause
+from couponsim.errors import RedisUnavailable
+from couponsim.flows import Flow, Variant
+from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest
+from couponsim.flows.waiting_room import join_room
+from couponsim.keys import CouponKeys
+from couponsim.resilience.breaker import CircuitBreaker
+from couponsim.resilience.rate_limiter import RateLimiter
+from couponsim.resilience.time_limiter import TimeLimiter
+
+
+class Path(StrEnum):
+    """How a request went through the gateway."""
+
+    DIRECT = "direct"
+    LIMITED = "queued: rate limited"
+    BREAKER_OPEN = "queued: breaker open"
+    TIMED_OUT = "queued: timed out"
+    BEHIND_WAITERS = "queued: others were waiting"
+
+
+@dataclass
+class Gateway:
+    """One service instance's gateway state."""
+
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    limiter: RateLimiter | None = None
+    time_limiter: TimeLimiter = field(default_factory=TimeLimiter)
+    variant: Variant = Variant.HARDENED
+    """Which issue flow runs behind the gateway."""
+    queue_behind_waiters: bool = True
+    """Send requests to the room while anyone waits there (False: the seed's design,
+    where late arrivals overtake)."""
+
+
+@dataclass(frozen=True)
+class GatewayAnswer:
+    request_id: str
+    path: Path
+    outcome: IssueOutcome | None = None
+    """The issue answer when the request went straight through."""
+    room_state: str | None = None
+    """WAITING (with a position) or SOLD_OUT when the room answered."""
+    position: int = 0
+
+    @property
+    def final(self) -> bool:
+        """Does the user know the outcome now, without waiting in the room?"""
+        return self.outcome is not None or self.room_state not in (None, "WAITING")
+
+
+def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0) -> Flow[GatewayAnswer]:
+    """One issue request through the gateway; ``shuffle`` orders the pre-queue if it waits."""
+    now_ms = yield Now()
+    if gateway.limiter is not None:
+        permit = gateway.limiter.acquire(now_ms / 1000)
+        if not permit.granted:
+            return (yield from _queue(request, Path.LIMITED, now_ms, shuffle))
+        if permit.wait_s:
+            yield Pause(permit.wait_s)
+            now_ms = yield Now()
+    if gateway.queue_behind_waiters and (
+            yield Command("ZCARD", (CouponKeys(request.coupon_id).waiting,))):
+        return (yield from _queue(request, Path.BEHIND_WAITERS, now_ms, shuffle))
+    if not gateway.breaker.try_acquire(now_ms / 1000):
+        return (yield from _queue(request, Path.BREAKER_OPEN, now_ms, shuffle))
+    try:
+        result = yield from ISSUE_FLOWS[gateway.variant](request, now_ms)
+    except RedisUnavailable:
+        finished_ms = yield Now()
+        gateway.breaker.record(finished_ms / 1000, (finished_ms - now_ms) / 1000, failed=True)
+        raise
+    finished_ms = yield Now()
+    late = gateway.time_limiter.timed_out(now_ms / 1000, finished_ms / 1000)
+    gateway.breaker.record(finished_ms / 1000, (finished_ms - now_ms) / 1000, failed=late)
+    if late:
+        return (yield from _queue(request, Path.TIMED_OUT, finished_ms, shuffle))
+    return GatewayAnswer(request.request_id, Path.DIRECT, outcome=result.outcome)
+
+
+def _queue(request: IssueRequest, path: Path, now_ms: int, shuffle: int) -> Flow[GatewayAnswer]:
+    answer = yield from join_room(request.coupon_id, request.user_id, request.request_id,
+                                  now_ms, shuffle)
+    return GatewayAnswer(request.request_id, path, room_state=answer.state,
+                         position=answer.position)

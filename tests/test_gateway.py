@@ -1,0 +1,135 @@
+"""End to end: an overload burst through the gateway in virtual time (SimPy). Redis
+turns slow for a second, the time limiter fails the calls in flight, the breaker
+opens, the waiting room takes the overflow, and the admission job (probing the
+breaker) works it off. Every invariant holds afterwards and every user has a final
+answer; and the seed's gateway lets late arrivals overtake the room."""
+
+from dataclasses import dataclass
+
+import pytest
+import simpy
+
+from couponsim.consumers import drain
+from couponsim.drivers.simulated import flow_process
+from couponsim.drivers.sync import SyncDriver
+from couponsim.effects import Effect
+from couponsim.fairness import Fairness, fairness
+from couponsim.flows.gateway import Gateway, GatewayAnswer, Path, gateway_issue
+from couponsim.flows.issue import IssueOutcome, IssueRequest
+from couponsim.flows.waiting_room import admit
+from couponsim.keys import CouponKeys
+from couponsim.persistence.repository import Repository
+from couponsim.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from couponsim.resilience.time_limiter import TimeLimiter
+from couponsim.verify import InvariantReport, check_invariants
+
+from .conftest import Backend, open_event
+
+ARRIVAL_GAP_MS = 10
+USERS = 600
+STOCK = 400
+SLOW_FROM_MS, SLOW_UNTIL_MS = 1_000, 2_000
+
+
+def latency(_effect: Effect, now: float) -> float:
+    """5 ms a round trip, 1.5 s while Redis is slow."""
+    return 1_500 if SLOW_FROM_MS <= now < SLOW_UNTIL_MS else 5
+
+
+@dataclass
+class Burst:
+    answers: dict[str, GatewayAnswer]
+    room_outcomes: dict[str, str]
+    breaker: CircuitBreaker
+    report: InvariantReport
+    fairness: Fairness
+
+
+def overload_burst(backend: Backend, repository: Repository,
+                   queue_behind_waiters: bool) -> Burst:
+    driver = SyncDriver(backend.client, backend.url, repository)
+    open_event(driver, stock=STOCK, starts_at_ms=0)
+    breaker = CircuitBreaker(BreakerConfig(window_size=10, minimum_calls=10, wait_in_open_s=2,
+                                           permitted_in_half_open=3))
+    gateway = Gateway(breaker, time_limiter=TimeLimiter(1.0),
+                      queue_behind_waiters=queue_behind_waiters)
+    env = simpy.Environment()
+    users = [f"u{n:03}" for n in range(USERS)]
+    answers: dict[str, GatewayAnswer] = {}
+
+    def arrive(user: str, at: float):  # type: ignore[no-untyped-def]
+        yield env.timeout(at)
+        answer = yield env.process(flow_process(
+            env, gateway_issue(gateway, IssueRequest("c1", user, f"r-{user}")),
+            driver.execute, latency))
+        answers[user] = answer
+
+    def admissions():  # type: ignore[no-untyped-def]
+        """Every second, while anyone waits: a batch of 100, if the breaker lets it."""
+        while env.now < 60_000:
+            yield env.timeout(1_000)
+            if not backend.client.zcard(CouponKeys("c1").waiting):
+                if env.now > USERS * ARRIVAL_GAP_MS:
+                    return
+                continue
+            if not breaker.try_acquire(env.now / 1000):
+                continue
+            started = env.now
+            yield env.process(flow_process(
+                env, admit("c1", 100, int(env.now)), driver.execute, latency))
+            breaker.record(env.now / 1000, (env.now - started) / 1000,
+                           failed=env.now - started > 1_000)
+
+    for n, user in enumerate(users):
+        env.process(arrive(user, n * ARRIVAL_GAP_MS))
+    env.process(admissions())
+    env.run()
+
+    # Winners in the order the issue script chose them: the queue's own order.
+    winners = [fields["user"] for _id, fields in backend.client.xrange(CouponKeys("c1").queue)]
+    drain(driver, "c1")
+    return Burst(answers, backend.client.hgetall(CouponKeys("c1").room), breaker,
+                 driver.run(check_invariants("c1", with_database=True)),
+                 fairness(users, winners, STOCK))
+
+
+@pytest.fixture
+def burst(backend: Backend, repository: Repository) -> Burst:
+    return overload_burst(backend, repository, queue_behind_waiters=True)
+
+
+def test_an_overload_burst_keeps_every_invariant(burst: Burst) -> None:
+    assert burst.report.ok, burst.report.checks
+    assert burst.report.persisted == STOCK
+    assert any(t.after is BreakerState.OPEN for t in burst.breaker.transitions), \
+        "the breaker was open part of the time"
+    paths = {answer.path for answer in burst.answers.values()}
+    assert {Path.DIRECT, Path.TIMED_OUT, Path.BREAKER_OPEN} <= paths
+
+
+def test_every_user_is_told_a_final_answer(burst: Burst) -> None:
+    assert len(burst.answers) == USERS
+    for user, answer in burst.answers.items():
+        told = answer.outcome.value if answer.outcome else burst.room_outcomes.get(user)
+        assert told in ("ISSUED", "SOLD_OUT", "DUPLICATE"), (user, answer, told)
+    told_issued = [u for u, a in burst.answers.items() if a.outcome is IssueOutcome.ISSUED]
+    told_issued += [u for u, o in burst.room_outcomes.items() if o == "ISSUED"]
+    assert len(told_issued) == len(set(told_issued)) == STOCK
+
+
+def test_timed_out_requests_that_were_issued_are_answered_issued_once(burst: Burst) -> None:
+    timed_out = [u for u, a in burst.answers.items() if a.path is Path.TIMED_OUT]
+    assert timed_out
+    assert all(burst.room_outcomes[u] == "ISSUED" for u in timed_out)
+
+
+def test_the_seed_gateway_lets_late_arrivals_overtake_the_room(backend: Backend,
+                                                              repository: Repository,
+                                                              burst: Burst) -> None:
+    backend.client.flushdb()
+    repository.purge_coupon("c1")
+    seed_like = overload_burst(backend, repository, queue_behind_waiters=False)
+    assert seed_like.report.ok, "overtaking is unfair, not incorrect"
+    assert seed_like.fairness.overtaken > 0
+    assert burst.fairness.overtaken == 0
+    assert burst.fairness.early_share > seed_like.fairness.early_share
