@@ -15,7 +15,10 @@ from typing import Any
 
 from couponsim.connection import DEFAULT_REDIS_URL
 from couponsim.drivers.sync import SyncDriver
-from couponsim.errors import CouponsimError
+from couponsim.errors import CouponsimError, InvalidInput
+from couponsim.explore.explorer import Store, exhaustive, search
+from couponsim.explore.scenarios import SCENARIOS as SCENARIO_RACES
+from couponsim.explore.timeline import format_timeline
 from couponsim.flows import Variant
 from couponsim.flows.consume import CrashPoint
 from couponsim.flows.issue import IssueOutcome
@@ -56,6 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="check the invariants of a live system")
     verify.add_argument("--coupon", required=True)
     _add_store_options(verify)
+
+    explore = commands.add_parser("explore", help="hunt races: search schedules of a scenario")
+    explore.add_argument("scenario", choices=sorted(SCENARIO_RACES))
+    explore.add_argument("--variant", choices=[v.value for v in Variant],
+                         default=Variant.HARDENED.value)
+    explore.add_argument("--examples", type=int, default=2_000,
+                         help="schedules hypothesis may try (it stops early when it has "
+                              "tried every distinct one)")
+    explore.add_argument("--exhaustive", action="store_true",
+                         help="run every schedule instead (small scenarios)")
+    explore.add_argument("--limit", type=int, default=100_000,
+                         help="most schedules the exhaustive walk runs")
+    explore.add_argument("--redis-url", default="fake://",
+                         help="fake:// (a fresh FakeServer per schedule) or a real Redis, "
+                              "flushed before every schedule: use a scratch database")
     return parser
 
 
@@ -134,9 +152,34 @@ def _run(args: argparse.Namespace) -> InvariantReport:
     return result.report
 
 
+def _explore(args: argparse.Namespace) -> bool:
+    """Search (or walk) the scenario's schedules; print the verdict; True when clean."""
+    scenario, variant = SCENARIO_RACES[args.scenario], Variant(args.variant)
+    store = Store(args.redis_url)
+    if args.examples < 1 or args.limit < 1:
+        raise InvalidInput("--examples and --limit must be at least 1")
+    print(f"{scenario.name} ({variant}): {scenario.description}")
+    if args.exhaustive:
+        found = exhaustive(scenario, variant, args.limit, store)
+        scope = "every schedule" if found.complete else f"the first {args.limit:,} schedules"
+    else:
+        found = search(scenario, variant, args.examples, store)
+        scope = "hypothesis's schedules"
+    if found.counterexample is None:
+        print(f"no invariant broken in {found.explored:,} schedules ({scope})")
+        return True
+    print(f"INVARIANT BROKEN after {found.explored:,} schedules: "
+          + ", ".join(found.counterexample.broken))
+    print("\nthe " + ("first" if args.exhaustive else "smallest") + " schedule that breaks it:")
+    print(format_timeline(found.counterexample.steps))
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "explore":
+            return 0 if _explore(args) else EXIT_BROKEN
         report = _run(args)
     except CouponsimError as exc:
         print(f"couponsim: error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ compare-and-delete; correctness rests on the database's compare-and-set.
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from couponsim.effects import Command, DbCall, Pipeline, Script
@@ -118,4 +119,5 @@ def _announce(view: CouponView, status: CouponStatus, order_id: str, event: str,
     ))
 
 
-APPLY_FLOWS = {Variant.SEED: apply_coupon_seed, Variant.HARDENED: apply_coupon}
+APPLY_FLOWS: dict[Variant, Callable[[ApplyRequest, int], Flow[ApplyResult]]] = {
+    Variant.SEED: apply_coupon_seed, Variant.HARDENED: apply_coupon}

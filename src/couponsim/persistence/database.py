@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import StaticPool
 
 from couponsim.errors import UnknownDatabaseUrl
 
@@ -36,7 +37,10 @@ def make_engine(url: str) -> Engine:
             f"use sqlite:///FILE or postgresql+psycopg://..."
         )
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+        in_memory = parsed.database in (None, "", ":memory:")
+        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False},
+                               # one connection, or every connection gets its own database
+                               poolclass=StaticPool if in_memory else None)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
