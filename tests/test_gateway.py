@@ -13,10 +13,17 @@ from couponsim.consumers import drain
 from couponsim.drivers.simulated import flow_process
 from couponsim.drivers.sync import SyncDriver
 from couponsim.effects import Effect
+from couponsim.errors import RequestIdConflict
 from couponsim.fairness import Fairness, fairness
-from couponsim.flows.gateway import Gateway, GatewayAnswer, Path, gateway_issue
+from couponsim.flows.gateway import (
+    Gateway,
+    GatewayAnswer,
+    Path,
+    admission_round,
+    gateway_issue,
+)
 from couponsim.flows.issue import IssueOutcome, IssueRequest
-from couponsim.flows.waiting_room import admit
+from couponsim.flows.throttle import SharedLimit
 from couponsim.keys import CouponKeys
 from couponsim.persistence.repository import Repository
 from couponsim.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
@@ -65,20 +72,14 @@ def overload_burst(backend: Backend, repository: Repository,
         answers[user] = answer
 
     def admissions():  # type: ignore[no-untyped-def]
-        """Every second, while anyone waits: a batch of 100, if the breaker lets it."""
+        """The admission job: every second, a batch of 100 while the breaker allows."""
         while env.now < 60_000:
             yield env.timeout(1_000)
-            if not backend.client.zcard(CouponKeys("c1").waiting):
-                if env.now > USERS * ARRIVAL_GAP_MS:
-                    return
-                continue
-            if not breaker.try_acquire(env.now / 1000):
-                continue
-            started = env.now
-            yield env.process(flow_process(
-                env, admit("c1", 100, int(env.now)), driver.execute, latency))
-            breaker.record(env.now / 1000, (env.now - started) / 1000,
-                           failed=env.now - started > 1_000)
+            yield env.process(flow_process(env, admission_round(gateway, "c1", 100),
+                                           driver.execute, latency))
+            if env.now > USERS * ARRIVAL_GAP_MS and not backend.client.zcard(
+                    CouponKeys("c1").waiting):
+                return
 
     for n, user in enumerate(users):
         env.process(arrive(user, n * ARRIVAL_GAP_MS))
@@ -121,6 +122,8 @@ def test_timed_out_requests_that_were_issued_are_answered_issued_once(burst: Bur
     timed_out = [u for u, a in burst.answers.items() if a.path is Path.TIMED_OUT]
     assert timed_out
     assert all(burst.room_outcomes[u] == "ISSUED" for u in timed_out)
+    holders = burst.report.coupons_per_user
+    assert all(holders[u] == 1 for u in timed_out), "one coupon each, not a second"
 
 
 def test_the_seed_gateway_lets_late_arrivals_overtake_the_room(backend: Backend,
@@ -133,3 +136,42 @@ def test_the_seed_gateway_lets_late_arrivals_overtake_the_room(backend: Backend,
     assert seed_like.fairness.overtaken > 0
     assert burst.fairness.overtaken == 0
     assert burst.fairness.early_share > seed_like.fairness.early_share
+
+
+def _run_now(driver: SyncDriver, clock: list[int]) -> SyncDriver:
+    return SyncDriver(driver.client, driver.url, driver.repository, clock_ms=lambda: clock[0])
+
+
+def test_before_the_start_the_gateway_sends_users_to_the_shuffled_pre_queue(
+        driver: SyncDriver) -> None:
+    open_event(driver, stock=5, starts_at_ms=10_000)
+    clock = [1_000]
+    timed = _run_now(driver, clock)
+    gateway = Gateway()
+    for user, draw in (("a", 800_000), ("b", 3), ("c", 400_000)):
+        answer = timed.run(gateway_issue(gateway, IssueRequest("c1", user, f"r-{user}"), draw))
+        assert answer.room_state == "WAITING"
+        assert answer.path in (Path.EARLY, Path.BEHIND_WAITERS)
+    assert driver.client.zrange(CouponKeys("c1").waiting, 0, -1) == ["b", "c", "a"]
+    clock[0] = 10_001
+    admission = timed.run(admission_round(gateway, "c1", 10))
+    assert admission is not None and list(admission.outcomes) == ["b", "c", "a"]
+
+
+def test_a_failed_call_of_any_kind_counts_against_the_breaker(driver: SyncDriver) -> None:
+    open_event(driver, stock=5)
+    gateway = Gateway(CircuitBreaker(BreakerConfig(window_size=2, minimum_calls=2)))
+    driver.run(gateway_issue(gateway, IssueRequest("c1", "a", "taken")))
+    for _ in range(2):   # the same request id from another user: a conflict, a failure
+        with pytest.raises(RequestIdConflict):
+            driver.run(gateway_issue(gateway, IssueRequest("c1", "b", "taken")))
+    assert gateway.breaker.state is BreakerState.OPEN
+
+
+def test_the_gateway_honours_a_shared_limit(driver: SyncDriver) -> None:
+    open_event(driver, stock=50)
+    gateway = Gateway(shared_limit=SharedLimit("gw", limit=3, period_ms=60_000))
+    clock = [5_000]
+    paths = [_run_now(driver, clock).run(
+        gateway_issue(gateway, IssueRequest("c1", f"u{n}", f"r{n}"))).path for n in range(5)]
+    assert paths == [Path.DIRECT] * 3 + [Path.LIMITED] * 2

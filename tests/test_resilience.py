@@ -19,7 +19,7 @@ def calls(breaker: CircuitBreaker, outcomes: str, at: float = 0.0, duration: flo
     for letter in outcomes:
         assert breaker.try_acquire(at)
         slow = letter in "LX"
-        breaker.record(at, duration if not slow else breaker.config.slow_call_duration_s,
+        breaker.record(at, duration if not slow else breaker.config.slow_call_duration_s + 0.001,
                        failed=letter in "FX")
 
 
@@ -71,15 +71,27 @@ def test_minimum_calls_above_a_count_window_uses_the_window() -> None:
 def test_open_refuses_until_the_wait_is_over_then_half_opens_on_the_next_call() -> None:
     breaker = CircuitBreaker(BreakerConfig(window_size=4, minimum_calls=4, wait_in_open_s=60))
     calls(breaker, "FFFF", at=100.0)
+    assert breaker.failure_rate(100.0) == 100.0, "OPEN keeps the window it opened on"
     assert not breaker.try_acquire(159.9)
-    assert breaker.not_permitted == 1
+    assert not breaker.try_acquire(160.0), "only strictly after the wait"
+    assert breaker.not_permitted == 2
     assert breaker.state is BreakerState.OPEN
-    assert breaker.try_acquire(160.0)
+    assert breaker.try_acquire(160.001)
     assert breaker.state is BreakerState.HALF_OPEN
     assert breaker.transitions == [
         Transition(100.0, BreakerState.CLOSED, BreakerState.OPEN),
-        Transition(160.0, BreakerState.OPEN, BreakerState.HALF_OPEN),
+        Transition(160.001, BreakerState.OPEN, BreakerState.HALF_OPEN),
     ]
+
+
+def test_calls_finishing_while_open_are_still_recorded() -> None:
+    breaker = CircuitBreaker(BreakerConfig(window_size=4, minimum_calls=4))
+    for _ in range(4):
+        assert breaker.try_acquire(0)
+    for _ in range(4):        # four calls were running when the breaker opened
+        breaker.record(1, 0.01, failed=True)
+    breaker.record(2, 0.01, failed=False)
+    assert (breaker.state, breaker.failure_rate(2)) == (BreakerState.OPEN, 75.0)
 
 
 @pytest.mark.parametrize(("outcomes", "state"), [
@@ -88,8 +100,8 @@ def test_half_open_judges_its_permitted_calls_as_one_window(outcomes: str,
                                                             state: BreakerState) -> None:
     breaker = CircuitBreaker(BreakerConfig(window_size=4, minimum_calls=4))
     calls(breaker, "FFFF")
-    assert breaker.try_acquire(60.0)        # half-open; the first of 10 permits
-    breaker.record(60.0, 0.01, failed=outcomes[0] == "F")
+    assert breaker.try_acquire(60.5)        # half-open; the first of 10 permits
+    breaker.record(60.5, 0.01, failed=outcomes[0] == "F")
     for letter in outcomes[1:]:
         assert breaker.state is BreakerState.HALF_OPEN
         assert breaker.try_acquire(61.0)
@@ -101,7 +113,7 @@ def test_half_open_refuses_calls_beyond_its_permits() -> None:
     breaker = CircuitBreaker(BreakerConfig(window_size=2, minimum_calls=2,
                                            permitted_in_half_open=3))
     calls(breaker, "FF")
-    assert [breaker.try_acquire(60.0) for _ in range(4)] == [True, True, True, False]
+    assert [breaker.try_acquire(60.5) for _ in range(4)] == [True, True, True, False]
 
 
 def test_the_time_window_forgets_seconds_that_have_passed() -> None:
@@ -119,11 +131,11 @@ def test_the_time_window_forgets_seconds_that_have_passed() -> None:
 def test_a_slow_call_rate_threshold_opens_on_slow_successes() -> None:
     breaker = CircuitBreaker(BreakerConfig(window_size=4, minimum_calls=4,
                                            slow_call_rate_threshold=50, slow_call_duration_s=2))
-    calls(breaker, "SS")
-    calls(breaker, "L")
-    assert breaker.state is BreakerState.CLOSED
+    calls(breaker, "SL")
     breaker.try_acquire(0)
-    breaker.record(0, 2.0, failed=False)     # exactly the slow duration counts as slow
+    breaker.record(0, 2.0, failed=False)     # exactly the slow duration is not slow
+    assert breaker.state is BreakerState.CLOSED
+    calls(breaker, "L")                      # 2 slow of the last 4: 50%
     assert breaker.state is BreakerState.OPEN
 
 
@@ -189,6 +201,19 @@ def test_idle_cycles_do_not_accumulate_beyond_the_limit() -> None:
     assert limiter.available(100.0) == 3
     assert [limiter.acquire(1.29).granted for _ in range(4)] == [True, True, True, False]
     assert limiter.acquire(1.3).granted, "cycles count from creation: a new one at 1.3"
+
+
+def test_cycles_are_counted_in_whole_nanoseconds() -> None:
+    limiter = RateLimiter(RateLimiterConfig(limit_for_period=1, refresh_period_s=0.1,
+                                            timeout_s=0))
+    assert [limiter.acquire(t).granted for t in (0.0, 0.1, 0.2, 0.3)] == [True] * 4
+
+
+def test_more_permits_than_a_cycle_holds_wait_several_cycles() -> None:
+    limiter = RateLimiter(RateLimiterConfig(limit_for_period=2, refresh_period_s=1.0,
+                                            timeout_s=5))
+    assert limiter.acquire(0.5, permits=5) == Permit(True, 1.5)   # 2 now, 2 at 1 s, 1 at 2 s
+    assert limiter.available(2.0) == 1
 
 
 def test_the_time_limiter_judges_the_budget() -> None:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from couponsim.effects import Command, Now, Pause
-from couponsim.errors import RedisUnavailable
 from couponsim.flows import Flow, Variant
 from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest
-from couponsim.flows.waiting_room import join_room
+from couponsim.flows.throttle import SharedLimit, acquire_shared
+from couponsim.flows.waiting_room import FINAL_STATES, Admission, admit, join_room
 from couponsim.keys import CouponKeys
 from couponsim.resilience.breaker import CircuitBreaker
 from couponsim.resilience.rate_limiter import RateLimiter
@@ -36,6 +36,7 @@ class Path(StrEnum):
     BREAKER_OPEN = "queued: breaker open"
     TIMED_OUT = "queued: timed out"
     BEHIND_WAITERS = "queued: others were waiting"
+    EARLY = "queued: before the start"
 
 
 @dataclass
@@ -44,6 +45,9 @@ class Gateway:
 
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     limiter: RateLimiter | None = None
+    """This instance's own budget (in-process)."""
+    shared_limit: SharedLimit | None = None
+    """A budget shared by every instance (kept in Redis)."""
     time_limiter: TimeLimiter = field(default_factory=TimeLimiter)
     variant: Variant = Variant.HARDENED
     """Which issue flow runs behind the gateway."""
@@ -59,33 +63,39 @@ class GatewayAnswer:
     outcome: IssueOutcome | None = None
     """The issue answer when the request went straight through."""
     room_state: str | None = None
-    """WAITING (with a position) or SOLD_OUT when the room answered."""
+    """What the room answered: WAITING (with a position), or an answer."""
     position: int = 0
 
     @property
     def final(self) -> bool:
         """Does the user know the outcome now, without waiting in the room?"""
-        return self.outcome is not None or self.room_state not in (None, "WAITING")
+        return self.outcome is not None or self.room_state in FINAL_STATES
 
 
 def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0) -> Flow[GatewayAnswer]:
-    """One issue request through the gateway; ``shuffle`` orders the pre-queue if it waits."""
-    now_ms = yield Now()
+    """One issue request through the gateway; ``shuffle`` orders the pre-queue if it waits.
+
+    Whatever the path, a user who waits keeps their arrival time as their place.
+    """
+    arrived_ms = now_ms = yield Now()
+    if gateway.shared_limit is not None and not (
+            yield from acquire_shared(gateway.shared_limit, now_ms)).allowed:
+        return (yield from _queue(request, Path.LIMITED, arrived_ms, shuffle))
     if gateway.limiter is not None:
         permit = gateway.limiter.acquire(now_ms / 1000)
         if not permit.granted:
-            return (yield from _queue(request, Path.LIMITED, now_ms, shuffle))
+            return (yield from _queue(request, Path.LIMITED, arrived_ms, shuffle))
         if permit.wait_s:
             yield Pause(permit.wait_s)
             now_ms = yield Now()
     if gateway.queue_behind_waiters and (
             yield Command("ZCARD", (CouponKeys(request.coupon_id).waiting,))):
-        return (yield from _queue(request, Path.BEHIND_WAITERS, now_ms, shuffle))
+        return (yield from _queue(request, Path.BEHIND_WAITERS, arrived_ms, shuffle))
     if not gateway.breaker.try_acquire(now_ms / 1000):
-        return (yield from _queue(request, Path.BREAKER_OPEN, now_ms, shuffle))
+        return (yield from _queue(request, Path.BREAKER_OPEN, arrived_ms, shuffle))
     try:
         result = yield from ISSUE_FLOWS[gateway.variant](request, now_ms)
-    except RedisUnavailable:
+    except Exception:
         finished_ms = yield Now()
         gateway.breaker.record(finished_ms / 1000, (finished_ms - now_ms) / 1000, failed=True)
         raise
@@ -93,12 +103,40 @@ def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0) -> 
     late = gateway.time_limiter.timed_out(now_ms / 1000, finished_ms / 1000)
     gateway.breaker.record(finished_ms / 1000, (finished_ms - now_ms) / 1000, failed=late)
     if late:
-        return (yield from _queue(request, Path.TIMED_OUT, finished_ms, shuffle))
+        return (yield from _queue(request, Path.TIMED_OUT, arrived_ms, shuffle))
+    if result.outcome is IssueOutcome.NOT_ACTIVE:
+        # Before the start the room's pre-queue takes them; after the end it says so.
+        return (yield from _queue(request, Path.EARLY, arrived_ms, shuffle))
     return GatewayAnswer(request.request_id, Path.DIRECT, outcome=result.outcome)
 
 
-def _queue(request: IssueRequest, path: Path, now_ms: int, shuffle: int) -> Flow[GatewayAnswer]:
+def admission_round(gateway: Gateway, coupon_id: str, batch: int) -> Flow[Admission | None]:
+    """One tick of the admission job: admit a batch while the system is healthy.
+
+    The batch goes through the breaker like any call (as its probe when OPEN, so
+    the breaker half-opens and closes again without direct traffic) and counts
+    as a failure when it outlives the time limiter's budget. None when the room
+    is empty or the breaker refused.
+    """
+    if not (yield Command("ZCARD", (CouponKeys(coupon_id).waiting,))):
+        return None
+    started_ms = yield Now()
+    if not gateway.breaker.try_acquire(started_ms / 1000):
+        return None
+    try:
+        admission = yield from admit(coupon_id, batch, started_ms)
+    except Exception:
+        finished_ms = yield Now()
+        gateway.breaker.record(finished_ms / 1000, (finished_ms - started_ms) / 1000, True)
+        raise
+    finished_ms = yield Now()
+    gateway.breaker.record(finished_ms / 1000, (finished_ms - started_ms) / 1000,
+                           gateway.time_limiter.timed_out(started_ms / 1000, finished_ms / 1000))
+    return admission
+
+
+def _queue(request: IssueRequest, path: Path, arrived_ms: int, shuffle: int) -> Flow[GatewayAnswer]:
     answer = yield from join_room(request.coupon_id, request.user_id, request.request_id,
-                                  now_ms, shuffle)
+                                  arrived_ms, shuffle)
     return GatewayAnswer(request.request_id, path, room_state=answer.state,
                          position=answer.position)

@@ -8,10 +8,19 @@ written, only removes users who got a coupon: the rest stay and are retried
 every second for ever, and nobody is told.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
+from statistics import median
 
 from couponsim.effects import Command, Pipeline, Script
-from couponsim.errors import InvalidInput, UnknownCoupon
+from couponsim.errors import (
+    CouponsimError,
+    InvalidInput,
+    RedisUnavailable,
+    RequestIdConflict,
+    UnknownCoupon,
+)
 from couponsim.flows import Flow, Variant
 from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest, IssueResult
 from couponsim.ids import validate_id, validate_ms
@@ -24,10 +33,14 @@ ADMISSIONS_REMEMBERED = 10
 PRE_QUEUE_SPREAD = 1_000_000
 
 
+FINAL_STATES = frozenset({"ISSUED", "DUPLICATE", "SOLD_OUT", "NOT_ACTIVE", "FAILED"})
+"""Room states that are an answer: the user waits no more."""
+
+
 @dataclass(frozen=True)
 class RoomAnswer:
     state: str
-    """WAITING, SOLD_OUT, or the outcome the user was already told."""
+    """WAITING, ADMITTED, or an answer (see FINAL_STATES)."""
     position: int = 0
     size: int = 0
 
@@ -46,8 +59,9 @@ class RoomStatus:
 
 @dataclass(frozen=True)
 class Admission:
-    outcomes: dict[str, IssueOutcome]
-    """What each admitted user was told."""
+    outcomes: dict[str, str]
+    """What each admitted user was told (an IssueOutcome value, FAILED, or REQUEUE for
+    one admitted before the event started, who is back in line)."""
     drained: int = 0
     """Waiting users told their outcome when the room closed (SOLD_OUT, or ISSUED
     for one who already holds a coupon)."""
@@ -61,10 +75,14 @@ def join_room(coupon_id: str, user_id: str, request_id: str, now_ms: int,
         raise InvalidInput(f"shuffle must be 0 to {PRE_QUEUE_SPREAD - 1}, got {shuffle}")
     keys = CouponKeys(coupon_id)
     state, position, size = yield Script(
-        "room_join", (keys.waiting, keys.room, keys.room_requests, keys.info),
-        (validate_id("user", user_id), validate_id("request", request_id), now_ms, shuffle))
+        "room_join",
+        (keys.waiting, keys.room, keys.room_requests, keys.info, keys.active, keys.stock,
+         keys.holders, keys.request(request_id)),
+        (validate_id("user", user_id), request_id, now_ms, shuffle))
     if state == "UNKNOWN":
         raise UnknownCoupon(coupon_id)
+    if state == "CONFLICT":
+        raise RequestIdConflict(request_id, user_id)
     return RoomAnswer(state, position, size)
 
 
@@ -83,45 +101,86 @@ def room_status(coupon_id: str, user_id: str, now_ms: int) -> Flow[RoomStatus]:
         Command("HGET", (keys.room, user_id)),
         Command("LRANGE", (keys.admissions, 0, -1)),
     ), atomic=True)
-    rate = admission_rate(batches, validate_ms("now_ms", now_ms))
+    validate_ms("now_ms", now_ms)
+    rate = admission_rate(batches)
     position = 0 if rank is None else rank + 1
     eta = None if rate is None or not position else position / rate
     return RoomStatus(state, position, size, eta, rate)
 
 
-def admission_rate(batches: list[str], now_ms: int) -> float | None:
-    """Users per second over the remembered batches (``at_ms:count``, newest first).
+def admission_rate(batches: list[str]) -> float | None:
+    """Users admitted per second while admitting, from batches ``at_ms:count`` (newest first).
 
-    The oldest batch marks the start of the span, so its users are not counted;
-    a pause in admissions (the breaker open) stretches the span and the rate falls.
+    Each batch after the oldest counts over the gap since the one before it, but
+    no gap counts for more than the usual (median) one: a longer gap means the room
+    was empty or the breaker open, not that admission was slow. The ETA it gives
+    assumes admission goes on at that pace.
     """
-    parsed = [(int(at), int(count)) for at, count in (b.split(":") for b in batches)]
-    if len(parsed) < 2:
+    parsed = sorted((int(at), int(count)) for at, count in (b.split(":") for b in batches))
+    gaps = [later - earlier for (earlier, _), (later, _) in pairwise(parsed)]
+    if not gaps or max(gaps) <= 0:
         return None
-    oldest_at = parsed[-1][0]
-    span_ms = max(now_ms, parsed[0][0]) - oldest_at
-    return 1000 * sum(count for _at, count in parsed[:-1]) / span_ms if span_ms > 0 else None
+    usual = median(gaps)
+    span_ms = sum(min(gap, usual) for gap in gaps)
+    return 1000 * sum(count for _at, count in parsed[1:]) / span_ms
 
 
 def admit(coupon_id: str, batch: int, now_ms: int) -> Flow[Admission]:
-    """The hardened admission: take the next users exactly once, issue, tell, close if sold out."""
+    """The hardened admission: take the next users exactly once, issue, tell, close when done.
+
+    A user whose issue fails for good (a conflicting request id) is told FAILED;
+    one admitted before the start goes back in line. If Redis fails mid-batch the
+    users stay ADMITTED, and :func:`recover_admitted` finishes them.
+    """
     validate_ms("now_ms", now_ms)
     keys = CouponKeys(coupon_id)
     taken = yield Script("room_admit",
                          (keys.waiting, keys.room, keys.room_requests, keys.admissions),
                          (batch, now_ms, ADMISSIONS_REMEMBERED))
-    outcomes: dict[str, IssueOutcome] = {}
+    users = list(zip(taken[::3], taken[1::3], taken[2::3], strict=True))
+    return (yield from _serve(coupon_id, users, now_ms))
+
+
+def recover_admitted(coupon_id: str, now_ms: int) -> Flow[Admission]:
+    """Finish the users an admission left ADMITTED when it died: their issue is replayed
+    with the same request id (so a coupon already issued is answered, not doubled)."""
+    keys = CouponKeys(coupon_id)
+    room, requests = yield Pipeline((Command("HGETALL", (keys.room,)),
+                                     Command("HGETALL", (keys.room_requests,))), atomic=True)
+    stranded = [(user, requests.get(user, ""), now_ms) for user, state in room.items()
+                if state == "ADMITTED"]
+    return (yield from _serve(coupon_id, stranded, now_ms))
+
+
+def _serve(coupon_id: str, users: Sequence[tuple[str, str, float]],
+           now_ms: int) -> Flow[Admission]:
+    keys = CouponKeys(coupon_id)
+    outcomes: dict[str, str] = {}
+    scores: dict[str, float] = {}
     sold_out = False
-    for user, request_id in zip(taken[::2], taken[1::2], strict=True):
-        result: IssueResult = yield from ISSUE_FLOWS[Variant.HARDENED](
-            IssueRequest(coupon_id, user, request_id or f"room-{user}"), now_ms)
-        outcomes[user] = result.outcome
+    for user, request_id, score in users:
+        try:
+            result: IssueResult = yield from ISSUE_FLOWS[Variant.HARDENED](
+                IssueRequest(coupon_id, user, request_id or f"room-{user}"), now_ms)
+        except RedisUnavailable:
+            raise
+        except CouponsimError:       # e.g. a request id that became another user's
+            outcomes[user] = "FAILED"
+            continue
         sold_out |= result.outcome is IssueOutcome.SOLD_OUT or result.remaining == 0
+        outcomes[user] = ("REQUEUE" if result.outcome is IssueOutcome.NOT_ACTIVE
+                          else result.outcome.value)
+        scores[user] = score
     if not outcomes:
         return Admission({})
-    pairs = [item for user, outcome in outcomes.items() for item in (user, outcome.value)]
+    close = "SOLD_OUT" if sold_out else ""
+    if "REQUEUE" in outcomes.values() and (yield Command("GET", (keys.active,))) == "ended":
+        close = "NOT_ACTIVE"
+        outcomes = {u: "NOT_ACTIVE" if o == "REQUEUE" else o for u, o in outcomes.items()}
+    triples = [item for user, outcome in outcomes.items()
+               for item in (user, outcome, scores.get(user, now_ms))]
     drained = yield Script("room_settle", (keys.waiting, keys.room, keys.holders),
-                           (keys.room_channel, 1 if sold_out else 0, *pairs))
+                           (keys.room_channel, close, *triples))
     return Admission(outcomes, drained)
 
 
@@ -133,12 +192,12 @@ def admit_seed(coupon_id: str, now_ms: int, batch: int = SEED_ADMISSION_BATCH) -
     """
     keys = CouponKeys(coupon_id)
     users = yield Command("ZRANGE", (keys.waiting, 0, batch - 1))
-    told: dict[str, IssueOutcome] = {}
+    told: dict[str, str] = {}
     for user in users:
         request_id = yield Command("HGET", (keys.room_requests, user))
         result = yield from ISSUE_FLOWS[Variant.SEED](
             IssueRequest(coupon_id, user, request_id or f"room-{user}"), now_ms)
-        told[user] = result.outcome
+        told[user] = result.outcome.value
         if result.outcome is IssueOutcome.ISSUED:
             yield Command("ZREM", (keys.waiting, user))
     return Admission(told)

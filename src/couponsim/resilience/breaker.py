@@ -2,12 +2,14 @@
 
 CLOSED records outcomes in a sliding window (the last N calls, or the last N
 seconds in one-second buckets). Once at least ``minimum_calls`` are recorded,
-a failure rate or slow-call rate at or above its threshold opens the breaker.
-OPEN refuses calls until ``wait_in_open_s`` has passed; the first call after
-that moves it to HALF_OPEN, which lets ``permitted_in_half_open`` calls
-through, judges them as one window, and closes or opens again. FORCED_OPEN,
-DISABLED and METRICS_ONLY are entered by hand; ``reset`` closes it afresh.
-Every state change is kept with its time, for plots.
+a failure rate or slow-call rate at or above its threshold opens the breaker
+(a call is slow when it takes longer than ``slow_call_duration_s``). OPEN
+keeps the window it opened on (calls that were already running are still
+recorded) and refuses calls until ``wait_in_open_s`` is over; the first call
+after that moves it to HALF_OPEN, which lets ``permitted_in_half_open`` calls
+through, judges them as one window, and closes (afresh) or opens again.
+FORCED_OPEN, DISABLED and METRICS_ONLY are entered by hand; ``reset`` closes
+it afresh. Every state change is kept with its time, for plots.
 """
 
 from collections import deque
@@ -138,7 +140,7 @@ class CircuitBreaker:
 
     def try_acquire(self, now: float) -> bool:
         """May a call go through now? (OPEN turns HALF_OPEN here once the wait is over.)"""
-        if self.state is BreakerState.OPEN and now >= self._opened_at + self.config.wait_in_open_s:
+        if self.state is BreakerState.OPEN and now > self._opened_at + self.config.wait_in_open_s:
             self._move(now, BreakerState.HALF_OPEN)
         if self.state in (BreakerState.CLOSED, BreakerState.DISABLED, BreakerState.METRICS_ONLY):
             return True
@@ -151,11 +153,11 @@ class CircuitBreaker:
     def record(self, now: float, duration_s: float, failed: bool) -> None:
         """Record a permitted call's outcome: ``failed`` as the caller classifies it
         (an error or a timeout; SOLD_OUT and DUPLICATE are answers, not failures)."""
-        if self.state in (BreakerState.DISABLED, BreakerState.FORCED_OPEN, BreakerState.OPEN):
+        if self.state in (BreakerState.DISABLED, BreakerState.FORCED_OPEN):
             return
-        slow = duration_s >= self.config.slow_call_duration_s
+        slow = duration_s > self.config.slow_call_duration_s
         tally = self._window.record(now, failed, slow)
-        if self.state is BreakerState.METRICS_ONLY:
+        if self.state in (BreakerState.METRICS_ONLY, BreakerState.OPEN):
             return
         if self.state is BreakerState.HALF_OPEN:
             if tally.calls >= self.config.permitted_in_half_open:
@@ -207,8 +209,9 @@ class CircuitBreaker:
     def _move(self, now: float, state: BreakerState) -> None:
         self.transitions.append(Transition(now, self.state, state))
         self.state = state
-        self._fresh_window()
         if state is BreakerState.OPEN:
-            self._opened_at = now
+            self._opened_at = now      # keeps the window it opened on, as resilience4j does
+        else:
+            self._fresh_window()
         if state is BreakerState.HALF_OPEN:
             self._half_open_left = self.config.permitted_in_half_open

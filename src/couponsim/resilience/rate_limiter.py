@@ -7,7 +7,6 @@ permits ahead (the count goes negative) and is told how long to wait; one
 who cannot is refused and reserves nothing.
 """
 
-import math
 from dataclasses import dataclass, field
 
 from couponsim.errors import InvalidInput
@@ -45,31 +44,41 @@ class RateLimiter:
         self._permissions = self.config.limit_for_period
 
     def acquire(self, now: float, permits: int = 1) -> Permit:
-        if not 1 <= permits <= self.config.limit_for_period:
-            raise InvalidInput(f"permits must be 1 to {self.config.limit_for_period}")
-        period, limit = self.config.refresh_period_s, self.config.limit_for_period
-        cycle = math.floor((now - self.created_at) / period)
-        if cycle > self._cycle:
-            accumulated = (cycle - self._cycle) * limit
-            self._permissions = min(self._permissions + accumulated, limit)
-            self._cycle = cycle
-        wait = 0.0
+        """Take ``permits`` now, or reserve them ahead and wait, or be refused.
+
+        More permits than one cycle holds are served over several cycles, as
+        resilience4j does. Time is counted in whole nanoseconds, as there, so
+        that 0.3 s is the start of the fourth 0.1 s cycle and not the end of the third.
+        """
+        if permits < 1:
+            raise InvalidInput("permits must be at least 1")
+        limit, elapsed, period = self.config.limit_for_period, self._ns(now), self._period_ns()
+        cycle = elapsed // period
+        self._permissions = self._refilled(cycle)
+        self._cycle = max(self._cycle, cycle)
+        wait_ns = 0
         if self._permissions < permits:
-            missing = permits - self._permissions
-            cycles_needed = math.ceil(missing / limit)
-            next_cycle_at = self.created_at + (cycle + 1) * period
-            wait = (next_cycle_at - now) + (cycles_needed - 1) * period
-        if wait > self.config.timeout_s:
+            cycles_needed = -(-(permits - self._permissions) // limit)
+            wait_ns = (cycle + 1) * period - elapsed + (cycles_needed - 1) * period
+        if wait_ns > round(self.config.timeout_s * 1e9):
             self.refused += 1
             return Permit(False)
         self._permissions -= permits
         self.granted += 1
-        return Permit(True, wait)
+        return Permit(True, wait_ns / 1e9)
 
     def available(self, now: float) -> int:
         """Permits left in the current cycle (negative when reserved ahead)."""
-        cycle = math.floor((now - self.created_at) / self.config.refresh_period_s)
-        if cycle > self._cycle:
-            return min(self._permissions + (cycle - self._cycle) * self.config.limit_for_period,
-                       self.config.limit_for_period)
-        return self._permissions
+        return self._refilled(self._ns(now) // self._period_ns())
+
+    def _refilled(self, cycle: int) -> int:
+        if cycle <= self._cycle:
+            return self._permissions
+        limit = self.config.limit_for_period
+        return min(self._permissions + (cycle - self._cycle) * limit, limit)
+
+    def _ns(self, now: float) -> int:
+        return round((now - self.created_at) * 1e9)
+
+    def _period_ns(self) -> int:
+        return max(1, round(self.config.refresh_period_s * 1e9))

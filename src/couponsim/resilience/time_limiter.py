@@ -1,11 +1,11 @@
 """A time limiter: a call that outlives its budget is answered by the fallback.
 
 In the sans-IO flows a call cannot be cut short from outside, so the limiter
-judges the elapsed time when the call returns (asyncio and SimPy drivers can
-also stop waiting at the deadline). Either way the late answer is dropped and
-the fallback answers; since the call itself may still have taken effect, the
-fallback must carry the same request id, which the idempotent issue script
-then answers consistently.
+judges the elapsed time when the call returns: the late answer is dropped and
+the fallback answers. (A driver that could stop waiting at the deadline, as
+resilience4j cancels the future, would answer sooner; the outcome is the
+same.) Since the call itself may have taken effect, the fallback carries the
+same request id, which the idempotent issue script then answers consistently.
 """
 
 from dataclasses import dataclass
