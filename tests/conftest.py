@@ -120,10 +120,5 @@ def open_event(driver: SyncDriver, variant: Variant = Variant.HARDENED,
                **fields: object) -> CouponEvent:
     """Warm up and activate an event with the given variant's lifecycle flows."""
     event = CouponEvent(**{"coupon_id": "c1", "stock": 10, **fields})  # type: ignore[arg-type]
-    if variant is Variant.SEED:
-        driver.run(lifecycle.warm_up_seed(event))
-        driver.run(lifecycle.activate_seed(event.coupon_id))
-    else:
-        driver.run(lifecycle.warm_up(event))
-        driver.run(lifecycle.activate(event.coupon_id))
+    driver.run(lifecycle.open_event(event, variant))
     return event

@@ -98,13 +98,9 @@ def test_no_script_call_spans_two_cluster_slots(fake_backend: Backend,
     driver = RecordingDriver(fake_backend, PoisonRepository(sqlite_repository, "u2-r"))
     for variant, coupon in ((Variant.HARDENED, "h1"), (Variant.SEED, "s1")):
         event = CouponEvent(coupon, stock=2)
-        if variant is Variant.SEED:
-            driver.run(lifecycle.warm_up_seed(event))
-            driver.run(lifecycle.activate_seed(coupon))
-        else:
-            driver.run(lifecycle.warm_up(event))
-            driver.run(lifecycle.warm_up(event))
-            driver.run(lifecycle.activate(coupon))
+        if variant is Variant.HARDENED:
+            driver.run(lifecycle.warm_up(event))  # warmed twice: REWARMED is sent too
+        driver.run(lifecycle.open_event(event, variant))
         for user in ("u1", "u1", "u2"):
             driver.run(ISSUE_FLOWS[variant](IssueRequest(coupon, user, f"{user}-r"), 1))
         if variant is Variant.SEED:

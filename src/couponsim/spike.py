@@ -92,12 +92,7 @@ def run_spike(config: SpikeConfig, driver: SyncDriver) -> SpikeResult:
     driver.run(lifecycle.purge(config.coupon_id, with_database=True))
     event = CouponEvent(config.coupon_id, stock=config.stock, name="spike",
                         starts_at_ms=START_MS)
-    if config.variant is Variant.SEED:
-        driver.run(lifecycle.warm_up_seed(event))
-        driver.run(lifecycle.activate_seed(config.coupon_id))
-    else:
-        driver.run(lifecycle.warm_up(event))
-        driver.run(lifecycle.activate(config.coupon_id))
+    driver.run(lifecycle.open_event(event, config.variant))
     issue = ISSUE_FLOWS[config.variant]
     requests = requests_for(config)
     scheduler = random.Random(config.seed + 1)

@@ -43,13 +43,7 @@ class Scenario:
 
 
 def _open(driver: SyncDriver, variant: Variant, stock: int) -> None:
-    event = CouponEvent(COUPON, stock=stock)
-    if variant is Variant.SEED:
-        driver.run(lifecycle.warm_up_seed(event))
-        driver.run(lifecycle.activate_seed(COUPON))
-    else:
-        driver.run(lifecycle.warm_up(event))
-        driver.run(lifecycle.activate(COUPON))
+    driver.run(lifecycle.open_event(CouponEvent(COUPON, stock=stock), variant))
 
 
 def _issue(variant: Variant, user: str, request: str) -> Actor:
@@ -130,18 +124,9 @@ def _warmup_setup(driver: SyncDriver, variant: Variant) -> dict[str, Any]:
 
 def _warmup_actors(variant: Variant, _context: dict[str, Any]) -> list[Actor]:
     return [_issue(variant, "u1", "r-u1"), _issue(variant, "u2", "r-u2"),
-            Actor("scheduler re-runs warm-up", _rerun_warm_up(variant)),
+            Actor("scheduler re-runs warm-up",
+                  lifecycle.open_event(CouponEvent(COUPON, stock=2), variant)),
             _issue(variant, "u3", "r-u3")]
-
-
-def _rerun_warm_up(variant: Variant) -> Flow[None]:
-    event = CouponEvent(COUPON, stock=2)
-    if variant is Variant.SEED:
-        yield from lifecycle.warm_up_seed(event)
-        yield from lifecycle.activate_seed(COUPON)
-    else:
-        yield from lifecycle.warm_up(event)
-        yield from lifecycle.activate(COUPON)
 
 
 SCENARIOS = {scenario.name: scenario for scenario in (

@@ -11,7 +11,7 @@ from enum import StrEnum
 from couponsim.effects import Command, DbCall, Script
 from couponsim.errors import UnknownCoupon
 from couponsim.event import CouponEvent
-from couponsim.flows import Flow
+from couponsim.flows import Flow, Variant
 from couponsim.flows.seed_queue import seed_entries
 from couponsim.keys import ISSUE_GROUP, SEED_ISSUE_QUEUE, CouponKeys
 
@@ -86,6 +86,17 @@ def end(coupon_id: str) -> Flow[Transition]:
 def activate_seed(coupon_id: str) -> Flow[None]:
     """The seed's activation scheduler: a plain SET of the flag, whatever came before."""
     yield Command("SET", (CouponKeys(coupon_id).active, EventState.ACTIVE.value))
+
+
+def open_event(event: CouponEvent, variant: Variant) -> Flow[None]:
+    """Warm up and activate, with the variant's lifecycle: the seed's plain writes,
+    or the hardened scripts."""
+    if variant is Variant.SEED:
+        yield from warm_up_seed(event)
+        yield from activate_seed(event.coupon_id)
+    else:
+        yield from warm_up(event)
+        yield from activate(event.coupon_id)
 
 
 def purge(coupon_id: str, with_database: bool = False) -> Flow[int]:
