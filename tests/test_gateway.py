@@ -10,7 +10,7 @@ import pytest
 import simpy
 
 from couponsim.consumers import drain
-from couponsim.drivers.simulated import flow_process
+from couponsim.drivers.simulated import flow_process, with_latency
 from couponsim.drivers.sync import SyncDriver
 from couponsim.effects import Effect
 from couponsim.errors import RequestIdConflict
@@ -61,22 +61,21 @@ def overload_burst(backend: Backend, repository: Repository,
     gateway = Gateway(breaker, time_limiter=TimeLimiter(1.0),
                       queue_behind_waiters=queue_behind_waiters)
     env = simpy.Environment()
+    perform = with_latency(env, driver.execute, latency)
     users = [f"u{n:03}" for n in range(USERS)]
     answers: dict[str, GatewayAnswer] = {}
 
     def arrive(user: str, at: float):  # type: ignore[no-untyped-def]
         yield env.timeout(at)
         answer = yield env.process(flow_process(
-            env, gateway_issue(gateway, IssueRequest("c1", user, f"r-{user}")),
-            driver.execute, latency))
+            env, gateway_issue(gateway, IssueRequest("c1", user, f"r-{user}")), perform))
         answers[user] = answer
 
     def admissions():  # type: ignore[no-untyped-def]
         """The admission job: every second, a batch of 100 while the breaker allows."""
         while env.now < 60_000:
             yield env.timeout(1_000)
-            yield env.process(flow_process(env, admission_round(gateway, "c1", 100),
-                                           driver.execute, latency))
+            yield env.process(flow_process(env, admission_round(gateway, "c1", 100), perform))
             if env.now > USERS * ARRIVAL_GAP_MS and not backend.client.zcard(
                     CouponKeys("c1").waiting):
                 return

@@ -88,7 +88,7 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
 def _report_lines(report: InvariantReport) -> list[str]:
     lines = [f"\n{report.variant} coupon {report.coupon_id}: stock {report.initial_stock:,}, "
              f"left {report.stock_left:,}, issued {report.issued:,}, stored "
-             f"{report.persisted if report.persisted is not None else '-'}, in flight "
+             f"{format(report.persisted, ',') if report.persisted is not None else '-'}, in flight "
              f"{report.in_flight:,}, compensated {report.compensated:,}",
              "invariants, judged on what Redis and the database hold"]
     lines += [f"  {'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.observed:,}"
@@ -161,15 +161,19 @@ def _explore(args: argparse.Namespace) -> bool:
     print(f"{scenario.name} ({variant}): {scenario.description}")
     if args.exhaustive:
         found = exhaustive(scenario, variant, args.limit, store)
-        scope = "every schedule" if found.complete else f"the first {args.limit:,} schedules"
+        scope = ("every schedule" if found.complete
+                 else f"the walk stopped there; at most {args.limit:,}")
     else:
         found = search(scenario, variant, args.examples, store)
-        scope = "hypothesis's schedules"
+        scope = ("hypothesis ran out of new schedules" if found.explored < args.examples
+                 else "hypothesis's schedules")
     if found.counterexample is None:
         print(f"no invariant broken in {found.explored:,} schedules ({scope})")
         return True
-    print(f"INVARIANT BROKEN after {found.explored:,} schedules: "
+    print(f"INVARIANT BROKEN at schedule {found.explored:,} ({scope}): "
           + ", ".join(found.counterexample.broken))
+    if found.shrinking:
+        print(f"shrunk in {found.shrinking:,} more runs")
     print("\nthe " + ("first" if args.exhaustive else "smallest") + " schedule that breaks it:")
     print(format_timeline(found.counterexample.steps))
     return False

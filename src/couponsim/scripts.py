@@ -11,17 +11,11 @@ from pathlib import Path
 import redis
 from redis.commands.core import Script
 
+from couponsim.bundled import bundled_dir
+
 
 def lua_dir() -> Path:
-    """Where the scripts are: inside the installed wheel, or lua/ of a source checkout.
-
-    The wheel copies lua/ into the package; an editable install runs from
-    src/, so the repository's own lua/ is two levels up.
-    """
-    packaged = Path(__file__).with_name("lua")
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "lua"
+    return bundled_dir("lua")
 
 
 @cache

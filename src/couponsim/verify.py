@@ -247,3 +247,14 @@ def _hardened(event: CouponEvent, with_database: bool) -> Flow[InvariantReport]:
 def _stream_id(entry_id: str) -> tuple[int, int]:
     milliseconds, _, sequence = entry_id.partition("-")
     return int(milliseconds), int(sequence or 0)
+
+
+def winners_in_order(coupon_id: str) -> Flow[list[str]]:
+    """Who won, in the order the store chose them: the hardened queue's own order, or
+    (the seed's list being drained) the stored coupons by issue time."""
+    keys = CouponKeys(coupon_id)
+    if (yield Command("EXISTS", (keys.queue,))):
+        entries = yield Command("XRANGE", (keys.queue, "-", "+"))
+        return [fields["user"] for _id, fields in entries if "user" in fields]
+    issued = yield DbCall("coupons_of_event", (coupon_id,))
+    return [coupon.user_id for coupon in issued]

@@ -19,10 +19,17 @@ from couponsim.flows import Flow
 Latency = Callable[[Effect, float], float]
 """Milliseconds an effect costs, given the time it starts."""
 
+Perform = Callable[[Effect], Generator[simpy.Event, Any, Any]]
+"""Carry out one effect in simulated time (queues, latencies) and return its result."""
 
-def flow_process(env: simpy.Environment, flow: Flow[Any], execute: Callable[[Effect], Any],
-                 latency: Latency) -> Generator[simpy.Event, Any, Any]:
-    """Drive ``flow`` inside ``env``; use as ``env.process(flow_process(...))``."""
+
+def flow_process(env: simpy.Environment, flow: Flow[Any],
+                 perform: Perform) -> Generator[simpy.Event, Any, Any]:
+    """Drive ``flow`` inside ``env``; use as ``env.process(flow_process(...))``.
+
+    ``Now`` reads the simulation clock (whole milliseconds) and ``Pause`` waits on
+    it; every other effect is handed to ``perform``.
+    """
     try:
         effect = next(flow)
         while True:
@@ -33,14 +40,28 @@ def flow_process(env: simpy.Environment, flow: Flow[Any], execute: Callable[[Eff
                 yield env.timeout(effect.seconds * 1000)
                 effect = flow.send(None)
                 continue
-            cost = latency(effect, env.now)
             try:
-                result = execute(effect)
+                result = yield from perform(effect)
             except Exception as exc:
-                yield env.timeout(cost)
                 effect = flow.throw(exc)
                 continue
-            yield env.timeout(cost)
             effect = flow.send(result)
     except StopIteration as stop:
         return stop.value
+
+
+def with_latency(env: simpy.Environment, execute: Callable[[Effect], Any],
+                 latency: Latency) -> Perform:
+    """The simplest model: each effect runs at once and answers after ``latency``."""
+
+    def perform(effect: Effect) -> Generator[simpy.Event, Any, Any]:
+        cost = latency(effect, env.now)
+        try:
+            result = execute(effect)
+        except Exception:
+            yield env.timeout(cost)
+            raise
+        yield env.timeout(cost)
+        return result
+
+    return perform

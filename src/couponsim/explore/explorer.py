@@ -19,6 +19,7 @@ from couponsim.connection import connect
 from couponsim.drivers import advance
 from couponsim.drivers.sync import SyncDriver
 from couponsim.effects import Effect
+from couponsim.errors import InjectedCrash
 from couponsim.explore.scenarios import COUPON, Scenario
 from couponsim.explore.timeline import Step, describe, show_result
 from couponsim.flows import Variant
@@ -35,19 +36,27 @@ class Execution:
     steps: list[Step]
     report: InvariantReport
     outcomes: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    """Actors that raised something other than an injected crash: a bug, so a failure."""
 
     @property
     def broken(self) -> list[str]:
-        return [check.name for check in self.report.checks if not check.ok]
+        return self.errors + [check.name for check in self.report.checks if not check.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.broken
 
 
 @dataclass(frozen=True)
 class Search:
     explored: int
-    """Schedules run (for hypothesis, shrinking runs included)."""
+    """Schedules run to the end before a counterexample was found (or in all)."""
     counterexample: Execution | None
     complete: bool = False
-    """Exhaustive only: every schedule was run (the limit was not reached)."""
+    """Every schedule was run: the exhaustive walk finished within its limit."""
+    shrinking: int = 0
+    """Hypothesis only: further runs spent shrinking the counterexample."""
 
 
 class Store:
@@ -77,6 +86,7 @@ def run_schedule(scenario: Scenario, variant: Variant, choose: Chooser,
         steps: list[Step] = []
         choices: list[int] = []
         outcomes: dict[str, Any] = {}
+        errors: list[str] = []
         live: list[tuple[str, Any, Effect]] = []
         for actor in actors:
             try:
@@ -98,19 +108,25 @@ def run_schedule(scenario: Scenario, variant: Variant, choose: Chooser,
                 recorded.append(result)
                 return result
 
+            ended: BaseException | None = None
             try:
                 live[index] = (name, flow, advance(flow, effect, execute))
             except StopIteration as stop:
                 outcomes[name] = stop.value
                 live.pop(index)
-            except Exception as exc:  # an actor that crashed (injected) is done
-                outcomes[name] = exc
+            except Exception as exc:
+                outcomes[name] = ended = exc
                 live.pop(index)
+                if not isinstance(exc, InjectedCrash):
+                    errors.append(f"actor {name!r} raised {type(exc).__name__}: {exc}")
             steps.append(Step(len(steps) + 1, name, describe(effect),
                               show_result(recorded[0]) if recorded else ""))
+            if ended is not None:
+                steps.append(Step(len(steps) + 1, name, "(the actor stops here)",
+                                  f"raised {type(ended).__name__}: {ended}"))
         scenario.after(driver, variant)
         report = driver.run(check_invariants(COUPON, with_database=scenario.with_database))
-        return Execution(choices, steps, report, outcomes)
+        return Execution(choices, steps, report, outcomes, errors)
     finally:
         if driver.repository is not None:
             driver.repository.engine.dispose()
@@ -121,6 +137,7 @@ def search(scenario: Scenario, variant: Variant, examples: int,
     """Let hypothesis choose up to ``examples`` schedules; shrink the first that breaks."""
     found: list[Execution] = []
     explored = 0
+    runs = 0
 
     class Broken(Exception):
         pass
@@ -130,18 +147,20 @@ def search(scenario: Scenario, variant: Variant, examples: int,
               report_multiple_bugs=False)
     @given(st.data())
     def probe(data: st.DataObject) -> None:
-        nonlocal explored
-        explored += 1
+        nonlocal explored, runs
         execution = run_schedule(scenario, variant,
                                  lambda n: data.draw(st.integers(0, n - 1)), store)
-        if not execution.report.ok:
+        runs += 1
+        if not found:
+            explored = runs
+        if not execution.ok:
             found.append(execution)
             raise Broken
 
     try:
         probe()
     except Broken:
-        return Search(explored, found[-1])
+        return Search(explored, found[-1], shrinking=runs - explored)
     return Search(explored, None)
 
 
@@ -169,15 +188,14 @@ class _Replay:
 
 def exhaustive(scenario: Scenario, variant: Variant, limit: int = 100_000,
                store: Store | None = None) -> Search:
-    """Run every schedule (up to ``limit``); report the first that breaks, if any."""
+    """Run every schedule (up to ``limit``) until one breaks an invariant."""
     pending: list[list[int]] = [[]]
     explored = 0
-    first: Execution | None = None
     while pending and explored < limit:
         replay = _Replay(pending.pop())
         execution = run_schedule(scenario, variant, replay, store)
         explored += 1
-        if first is None and not execution.report.ok:
-            first = execution
         pending += replay.alternatives()
-    return Search(explored, first, complete=not pending)
+        if not execution.ok:
+            return Search(explored, execution, complete=False)
+    return Search(explored, None, complete=not pending)

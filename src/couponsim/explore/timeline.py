@@ -1,5 +1,6 @@
 """A run's timeline: one row per effect, which actor ran it, and what came back."""
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +37,17 @@ def describe(effect: Effect) -> str:
     return repr(effect)
 
 
+STREAM_ID = re.compile(r"\b\d{13}-\d+\b")
+
+
 def show_result(result: Any) -> str:
+    """The result as text; stream IDs (Redis's clock) are masked, so a replayed schedule
+    reads the same."""
     if isinstance(result, BaseException):
         return f"raised {type(result).__name__}"
     if isinstance(result, dict) and len(result) > 3:
         return f"{{{len(result)} entries}}"
-    return _clip(repr(result))
+    return _clip(STREAM_ID.sub("<id>", repr(result)))
 
 
 def format_timeline(steps: list[Step]) -> str:

@@ -257,6 +257,13 @@ class Repository:
             coupon_id=coupon_id, original=result.original, discount=result.discount,
             final=result.final, applied_at_ms=now_ms, released_at_ms=None))
 
+    def coupons_of_event(self, coupon_id: str) -> list[UserCoupon]:
+        """An event's stored coupons in the order they were issued."""
+        with self._transaction() as session:
+            return list(session.scalars(
+                select(UserCoupon).where(UserCoupon.coupon_id == coupon_id)
+                .order_by(UserCoupon.issued_at_ms, UserCoupon.code)))
+
     def coupons_of(self, user_id: str) -> list[UserCoupon]:
         with self._transaction() as session:
             return list(session.scalars(

@@ -1,0 +1,323 @@
+"""The SimPy model of one flash sale, run through the real flows and scripts.
+
+Redis is one server: every round trip crosses the network (exponential, one way),
+waits its turn, runs (on fakeredis or a real Redis, at that moment of virtual
+time) and costs its service time. The database is a small pool whose
+transactions cost a time per batch and per row. Users arrive from the traffic
+model, some click twice, each asks the service (and, when engaged, the gateway),
+then polls the status of an accepted request until it is final. Consumers drain
+the queue; the scheduler warms up and activates the event; the admission job
+works off the waiting room. Each purpose draws from its own random stream of one
+seed (numpy SeedSequence), so a run replays bit for bit.
+"""
+
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from couponsim.drivers.simulated import flow_process
+from couponsim.drivers.sync import SyncDriver
+from couponsim.effects import Command, DbCall, Effect, Pipeline, Script
+from couponsim.event import CouponEvent
+from couponsim.flows import Flow, Variant, lifecycle
+from couponsim.flows.consume import (
+    SEED_BATCH_SIZE,
+    ConsumerConfig,
+    consume_batch,
+    consume_seed_batch,
+    load_event,
+)
+from couponsim.flows.gateway import Gateway, admission_round, gateway_issue
+from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest
+from couponsim.flows.status import read_seed_status, read_status
+from couponsim.flows.waiting_room import FINAL_STATES, room_status
+from couponsim.keys import SEED_ISSUE_QUEUE, CouponKeys
+from couponsim.resilience.breaker import BreakerConfig, CircuitBreaker
+from couponsim.resilience.rate_limiter import RateLimiter, RateLimiterConfig
+from couponsim.resilience.time_limiter import TimeLimiter
+from couponsim.sim.scenario import Scenario
+
+START_MS = 1_764_338_400_000
+"""14:00:00 of the sale, in epoch milliseconds: the simulation clock is absolute."""
+DATABASE_POOL = 5
+SAMPLE_MS = 100.0
+MAX_EARLY_RETRIES = 10
+STREAMS = ("arrivals", "clicks", "network", "shuffle")
+
+
+class _Fifo(deque[Any]):
+    """A request queue that serves its head in O(1): SimPy's default list pays
+    O(n) for every grant, which dominates with a flash crowd queued on one server.
+    PutQueue is SimPy's documented extension point (REFERENCE.md)."""
+
+    def pop(self, index: int = -1) -> Any:
+        if index == 0:
+            return self.popleft()
+        item = self[index]
+        del self[index]
+        return item
+
+
+class Server(simpy.Resource):
+    PutQueue = _Fifo
+
+
+@dataclass
+class RequestRecord:
+    user: str
+    request: str
+    arrival_ms: float
+    redis_commands: int = 0
+    path: str = ""
+    answer: str = ""
+    answered_ms: float | None = None
+    final_state: str = ""
+    final_ms: float | None = None
+
+
+@dataclass
+class Sample:
+    at_ms: float
+    stock_left: int
+    backlog: int
+    """Queue entries not yet finalized by a consumer (seed: items not yet popped)."""
+    room: int
+    breaker: str
+
+
+@dataclass
+class Run:
+    scenario: Scenario
+    requests: list[RequestRecord] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    gateway: Gateway | None = None
+    end_ms: float = 0.0
+
+
+class Model:
+    def __init__(self, scenario: Scenario, driver: SyncDriver,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.scenario = scenario
+        self.driver = driver
+        self.progress = progress or (lambda _n: None)
+        streams = np.random.SeedSequence(scenario.seed).spawn(len(STREAMS))
+        self.rng = {name: np.random.default_rng(s) for name, s in zip(STREAMS, streams,
+                                                                        strict=True)}
+        warm_up_ms = START_MS + scenario.event.warm_up_at_s * 1000
+        self.env = simpy.Environment(initial_time=warm_up_ms - 1)
+        self.redis = Server(self.env, capacity=1)
+        self.database = Server(self.env, capacity=DATABASE_POOL)
+        self.keys = CouponKeys(scenario.event.coupon_id)
+        self.run = Run(scenario, gateway=self._gateway())
+        self.sold_out_seen = False
+        self.users_done = 0
+        self.traffic_done = self.env.event()
+
+    def simulate(self) -> Run:
+        event = CouponEvent(self.scenario.event.coupon_id, stock=self.scenario.event.stock,
+                            name=self.scenario.name,
+                            discount_value=self.scenario.event.discount_value,
+                            starts_at_ms=START_MS)
+        self.env.process(self._scheduler(event))
+        self.env.process(self._traffic())
+        for n in range(self.scenario.consumers.count):
+            self.env.process(self._consumer(f"consumer-{n}"))
+        if self.run.gateway is not None:
+            self.env.process(self._admissions())
+        self.env.process(self._sampler())
+        self.env.run()
+        self.run.end_ms = self.env.now
+        return self.run
+
+    # -- the system ---------------------------------------------------------------
+
+    def _gateway(self) -> Gateway | None:
+        spec = self.scenario.gateway
+        if not spec.enabled:
+            return None
+        return Gateway(
+            breaker=CircuitBreaker(BreakerConfig(
+                window_size=spec.breaker_window, minimum_calls=spec.breaker_minimum_calls,
+                failure_rate_threshold=spec.breaker_failure_rate,
+                wait_in_open_s=spec.breaker_wait_s,
+                permitted_in_half_open=spec.breaker_half_open_calls)),
+            limiter=RateLimiter(RateLimiterConfig(
+                limit_for_period=spec.rate_limit_per_s, refresh_period_s=1.0,
+                timeout_s=spec.rate_limit_timeout_ms / 1000), created_at=START_MS / 1000),
+            time_limiter=TimeLimiter(spec.time_limit_ms / 1000),
+            variant=self.scenario.variant)
+
+    def _perform(self, record: RequestRecord | None) -> Callable[
+            [Effect], Generator[simpy.Event, Any, Any]]:
+        latency = self.scenario.latency
+        network = self.rng["network"]
+
+        def perform(effect: Effect) -> Generator[simpy.Event, Any, Any]:
+            if isinstance(effect, DbCall):
+                with self.database.request() as turn:
+                    yield turn
+                    result = self.driver.execute(effect)
+                    rows = len(effect.args[0]) if effect.args and isinstance(
+                        effect.args[0], list | tuple) else 1
+                    yield self.env.timeout(latency.database_batch_ms
+                                           + rows * latency.database_row_ms)
+                return result
+            if record is not None:
+                record.redis_commands += (len(effect.commands)
+                                          if isinstance(effect, Pipeline) else 1)
+            yield self.env.timeout(network.exponential(latency.network_ms))
+            with self.redis.request() as turn:
+                yield turn
+                result = self.driver.execute(effect)
+                yield self.env.timeout(_service_ms(effect, latency.redis_command_ms,
+                                                   latency.redis_script_ms))
+            yield self.env.timeout(network.exponential(latency.network_ms))
+            return result
+
+        return perform
+
+    def _flow(self, flow: Flow[Any], record: RequestRecord | None = None) -> simpy.Process:
+        return self.env.process(flow_process(self.env, flow, self._perform(record)))
+
+    def _scheduler(self, event: CouponEvent) -> Generator[simpy.Event, Any, None]:
+        warm_up = (lifecycle.warm_up_seed(event) if self.scenario.variant is Variant.SEED
+                   else lifecycle.warm_up(event))
+        yield self._flow(warm_up)
+        yield self.env.timeout(START_MS - self.env.now)
+        yield self._flow(lifecycle.activate_seed(event.coupon_id)
+                         if self.scenario.variant is Variant.SEED
+                         else lifecycle.activate(event.coupon_id))
+
+    def _traffic(self) -> Generator[simpy.Event, Any, None]:
+        traffic = self.scenario.traffic
+        arrivals, clicks = self.rng["arrivals"], self.rng["clicks"]
+        early = arrivals.random(traffic.users) < traffic.early_share
+        offsets = np.where(early, -arrivals.uniform(0, 5_000, traffic.users),
+                           arrivals.exponential(traffic.spread_s * 1000, traffic.users))
+        double = clicks.random(traffic.users) < traffic.double_click_share
+        delays = clicks.uniform(0, traffic.double_click_within_ms, traffic.users)
+        users = []
+        for n in np.argsort(offsets, kind="stable"):
+            users.append(self.env.process(self._user(f"u{n}", f"r{n}", START_MS + offsets[n])))
+            if double[n]:
+                users.append(self.env.process(
+                    self._user(f"u{n}", f"r{n}b", START_MS + offsets[n] + delays[n])))
+        yield self.env.all_of(users)
+        self.traffic_done.succeed()
+
+    def _user(self, user: str, request_id: str, at_ms: float) -> Generator[simpy.Event, Any, None]:
+        """One click: ask, then wait for the final answer. A user told the sale has not
+        started presses again a moment later (a new request), as people do."""
+        yield self.env.timeout(max(0.0, at_ms - self.env.now))
+        for attempt in range(MAX_EARLY_RETRIES + 1):
+            record = yield from self._ask(user, f"{request_id}-{attempt}" if attempt
+                                          else request_id)
+            if record.answer != IssueOutcome.NOT_ACTIVE.value or self.env.now >= START_MS:
+                break
+            yield self.env.timeout(float(self.rng["clicks"].uniform(500, 1_500)))
+        yield from self._await_final(record)
+        self.users_done += 1
+        self.progress(1)
+
+    def _ask(self, user: str, request_id: str) -> Generator[simpy.Event, Any, RequestRecord]:
+        record = RequestRecord(user, request_id, self.env.now)
+        self.run.requests.append(record)
+        request = IssueRequest(self.scenario.event.coupon_id, user, request_id)
+        if self.scenario.sold_out_flag and self.sold_out_seen:
+            record.path, record.answer = "sold-out flag", IssueOutcome.SOLD_OUT.value
+        elif self.run.gateway is not None:
+            shuffle = int(self.rng["shuffle"].integers(0, 1_000_000))
+            answer = yield self._flow(gateway_issue(self.run.gateway, request, shuffle), record)
+            record.path = answer.path.value
+            record.answer = answer.outcome.value if answer.outcome else answer.room_state
+        else:
+            result = yield self._flow(
+                ISSUE_FLOWS[self.scenario.variant](request, int(self.env.now)), record)
+            record.path, record.answer = "direct", result.outcome.value
+        record.answered_ms = self.env.now
+        if record.answer == IssueOutcome.SOLD_OUT.value:
+            self.sold_out_seen = True
+        return record
+
+    def _await_final(self, record: RequestRecord) -> Generator[simpy.Event, Any, None]:
+        """Poll until the user knows: a stored coupon, or a final refusal; a user whose
+        status never comes gives up after ``status_timeout_s`` (GAVE_UP)."""
+        coupon = self.scenario.event.coupon_id
+        deadline = self.env.now + self.scenario.traffic.status_timeout_s * 1000
+        while self.env.now < deadline:
+            if record.answer == "ISSUED":
+                status = yield self._flow(
+                    read_seed_status(record.request) if self.scenario.variant is Variant.SEED
+                    else read_status(coupon, record.request), record)
+                state = status.state.value if status else ""
+                if status is not None and status.final:
+                    record.final_state, record.final_ms = state, self.env.now
+                    return
+            elif record.answer in ("WAITING", "ADMITTED"):
+                room = yield self._flow(room_status(coupon, record.user, int(self.env.now)),
+                                        record)
+                if room.state in FINAL_STATES:
+                    record.answer = room.state
+                    continue
+            else:
+                record.final_state, record.final_ms = record.answer, record.answered_ms
+                return
+            yield self.env.timeout(self.scenario.traffic.status_poll_ms)
+        record.final_state = "GAVE_UP"
+
+    def _consumer(self, name: str) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(START_MS - self.env.now)
+        spec = self.scenario.consumers
+        events: dict[str, CouponEvent] = {}
+        event = None if self.scenario.variant is Variant.SEED else (
+            yield self._flow(load_event(self.scenario.event.coupon_id)))
+        config = ConsumerConfig(batch_size=spec.batch_size)
+        while True:
+            flow = (consume_seed_batch(events, int(self.env.now), SEED_BATCH_SIZE)
+                    if event is None else consume_batch(event, name, int(self.env.now), config))
+            report = yield self._flow(flow)
+            if report.read == 0:
+                if self.traffic_done.triggered:
+                    return
+                yield self.env.timeout(spec.poll_ms)
+
+    def _admissions(self) -> Generator[simpy.Event, Any, None]:
+        assert self.run.gateway is not None
+        spec = self.scenario.gateway
+        yield self.env.timeout(START_MS - self.env.now)
+        while not self.traffic_done.triggered:
+            yield self.env.timeout(spec.admission_interval_s * 1000)
+            yield self._flow(admission_round(self.run.gateway, self.scenario.event.coupon_id,
+                                             spec.admission_batch))
+
+    def _sampler(self) -> Generator[simpy.Event, Any, None]:
+        """Observe the store from outside the model (no queueing, no latency)."""
+        client = self.driver.client
+        yield self.env.timeout(START_MS - 1_000 - self.env.now)
+        while True:
+            if self.scenario.variant is Variant.SEED:
+                backlog = client.llen(SEED_ISSUE_QUEUE)
+            else:
+                group = client.xinfo_groups(self.keys.queue)[0]
+                backlog = int(group.get("lag") or 0) + int(group["pending"])
+            breaker = self.run.gateway.breaker.state.value if self.run.gateway else ""
+            self.run.samples.append(Sample(self.env.now, int(client.get(self.keys.stock) or 0),
+                                           backlog, client.zcard(self.keys.waiting), breaker))
+            if self.traffic_done.triggered and backlog == 0:
+                return
+            yield self.env.timeout(SAMPLE_MS)
+
+
+def _service_ms(effect: Effect, command_ms: float, script_ms: float) -> float:
+    match effect:
+        case Script():
+            return script_ms
+        case Pipeline(commands):
+            return command_ms * len(commands)
+        case Command():
+            return command_ms
+    return 0.0

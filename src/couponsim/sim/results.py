@@ -1,0 +1,136 @@
+"""What a run produced, as a capacity planner reads it: tables, a summary, figures.
+
+The invariants and fairness are judged on the store itself after the run; the
+tables come from what the model recorded about each request and each sample.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from couponsim.fairness import Fairness, fairness
+from couponsim.sim.model import START_MS, Run
+from couponsim.verify import InvariantReport
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run: Run
+    requests: pd.DataFrame
+    """One row per request: arrival, path, answer, latencies (s from 14:00:00, ms)."""
+    timeline: pd.DataFrame
+    """One row per 100 ms sample: stock left, queue backlog, room size, breaker state,
+    and requests answered in that bucket."""
+    report: InvariantReport
+    fairness: Fairness
+    wall_s: float
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        answered = self.requests.dropna(subset=["answer_ms"])
+        sold_out = self.timeline.loc[self.timeline.stock_left <= 0, "t_s"]
+        latency = {
+            path: {f"p{q}": round(float(group.answer_ms.quantile(q / 100)), 2)
+                   for q in (50, 95, 99)}
+            for path, group in answered.groupby("path")
+        }
+        return {
+            "scenario": self.run.scenario.name, "variant": self.run.scenario.variant.value,
+            "users": self.run.scenario.traffic.users, "requests": len(self.requests),
+            "answers": self.requests.answer.value_counts().to_dict(),
+            "sell_out_s": None if sold_out.empty else round(float(sold_out.iloc[0]), 3),
+            "all_final_s": round(float(self.requests.final_s.max()), 3),
+            "answer_latency_ms_by_path": latency,
+            "status_latency_ms": {f"p{q}": round(float(
+                self.requests.status_ms.quantile(q / 100)), 2) for q in (50, 95, 99)},
+            "redis_commands_per_request": round(float(self.requests.redis_commands.mean()), 2),
+            "invariants_ok": self.report.ok,
+            "fairness": {"early_share": round(self.fairness.early_share, 4),
+                         "overtaken": self.fairness.overtaken,
+                         "rank_correlation": None if self.fairness.rank_correlation is None
+                         else round(self.fairness.rank_correlation, 4)},
+            "wall_s": round(self.wall_s, 2),
+        }
+
+
+def tables(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    requests = pd.DataFrame([vars(r) for r in run.requests])
+    requests["arrival_s"] = (requests.arrival_ms - START_MS) / 1000
+    requests["answer_ms"] = requests.answered_ms - requests.arrival_ms
+    requests["status_ms"] = requests.final_ms - requests.arrival_ms
+    requests["final_s"] = (requests.final_ms - START_MS) / 1000
+    requests = requests.drop(columns=["arrival_ms", "answered_ms", "final_ms"])
+    timeline = pd.DataFrame([vars(s) for s in run.samples])
+    timeline["t_s"] = (timeline.at_ms - START_MS) / 1000
+    answered_at = pd.Series((r.answered_ms for r in run.requests if r.answered_ms), dtype=float)
+    buckets = ((answered_at - START_MS) // 100).value_counts()
+    timeline["answered"] = ((timeline.at_ms - START_MS) // 100).map(buckets).fillna(0)
+    return requests, timeline.drop(columns=["at_ms"])
+
+
+def judge_fairness(run: Run, winners: list[str]) -> Fairness:
+    arrivals = [r.user for r in sorted(run.requests, key=lambda r: r.arrival_ms)]
+    return fairness(arrivals, winners, run.scenario.event.stock)
+
+
+def save(outcome: Outcome, directory: Path) -> list[Path]:
+    """Write the tables (CSV), the summary (JSON) and the figures (PNG) to ``directory``."""
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [directory / "requests.csv", directory / "timeline.csv",
+               directory / "summary.json", directory / "figures.png"]
+    outcome.requests.to_csv(written[0], index=False)
+    outcome.timeline.to_csv(written[1], index=False)
+    written[2].write_text(json.dumps(outcome.summary, indent=2, default=str))
+    figure(outcome).savefig(written[3], dpi=110, bbox_inches="tight")
+    return written
+
+
+def figure(outcome: Outcome) -> Any:
+    """Throughput and stock, answer latency by path, backlog and room, breaker state."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timeline, requests = outcome.timeline, outcome.requests
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    scenario = outcome.run.scenario
+    fig.suptitle(f"{scenario.name} ({scenario.variant}): {scenario.traffic.users:,} users, "
+                 f"{scenario.event.stock:,} coupons")
+    ax = axes[0][0]
+    ax.plot(timeline.t_s, timeline.answered * 10, label="answers per second")
+    ax.set(xlabel="time from 14:00:00 (s)", ylabel="answers per second",
+           title="Throughput and stock")
+    twin = ax.twinx()
+    twin.plot(timeline.t_s, timeline.stock_left, color="tab:red", label="stock left")
+    twin.set_ylabel("stock left (coupons)")
+    ax.legend(loc="upper left")
+    twin.legend(loc="upper right")
+    ax = axes[0][1]
+    answered = requests.dropna(subset=["answer_ms"])
+    quantiles = answered.groupby("path").answer_ms.quantile([0.5, 0.95, 0.99]).unstack()
+    quantiles.plot.bar(ax=ax, rot=0)
+    ax.set(xlabel="path through the service", ylabel="time to answer (ms)",
+           title="Answer latency percentiles by path")
+    ax.legend(["p50", "p95", "p99"])
+    ax = axes[1][0]
+    ax.plot(timeline.t_s, timeline.backlog, label="queue backlog (entries)")
+    ax.plot(timeline.t_s, timeline.room, label="waiting room (users)")
+    ax.set(xlabel="time from 14:00:00 (s)", ylabel="size", title="Queue and waiting room")
+    ax.legend()
+    ax = axes[1][1]
+    states = ["CLOSED", "HALF_OPEN", "OPEN"]
+    level = timeline.breaker.map({s: i for i, s in enumerate(states)})
+    if level.notna().any():
+        ax.step(timeline.t_s, level, where="post", label="breaker state")
+        ax.set_yticks(range(len(states)), states)
+    else:
+        ax.text(0.5, 0.5, "no gateway in this scenario", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set(xlabel="time from 14:00:00 (s)", title="Circuit breaker state")
+    fig.tight_layout()
+    return fig

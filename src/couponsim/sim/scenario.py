@@ -1,0 +1,188 @@
+"""Scenario files (TOML, in data/scenarios/): what to simulate, checked before a run.
+
+Every value is validated with an error that names the file's field, and any
+field can be overridden (``traffic.users=5000``) from the command line.
+"""
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from couponsim.bundled import bundled_dir
+from couponsim.errors import InvalidInput
+from couponsim.flows import Variant
+from couponsim.ids import validate_id
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    coupon_id: str = "sim"
+    stock: int = 1000
+    discount_value: int = 10_000
+    warm_up_at_s: float = -600.0
+    """When the warm-up runs, in seconds from the start (the start is 0)."""
+
+
+@dataclass(frozen=True)
+class TrafficSpec:
+    users: int = 50_000
+    spread_s: float = 2.0
+    """Arrivals after the start are exponential with this mean."""
+    early_share: float = 0.0
+    """Users who press the button up to 5 s before the start."""
+    double_click_share: float = 0.05
+    double_click_within_ms: float = 400.0
+    status_poll_ms: float = 500.0
+    status_timeout_s: float = 300.0
+    """How long a user waits for a final status before giving up (the design's 5 min)."""
+
+
+@dataclass(frozen=True)
+class LatencySpec:
+    network_ms: float = 0.5
+    """One way, exponential."""
+    redis_command_ms: float = 0.02
+    redis_script_ms: float = 0.06
+    database_batch_ms: float = 4.0
+    database_row_ms: float = 0.05
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    count: int = 2
+    batch_size: int = 100
+    poll_ms: float = 50.0
+
+
+@dataclass(frozen=True)
+class GatewaySpec:
+    enabled: bool = False
+    rate_limit_per_s: int = 5_000
+    rate_limit_timeout_ms: float = 0.0
+    time_limit_ms: float = 1_000.0
+    breaker_window: int = 100
+    breaker_minimum_calls: int = 100
+    breaker_failure_rate: float = 50.0
+    breaker_wait_s: float = 5.0
+    breaker_half_open_calls: int = 10
+    admission_batch: int = 100
+    admission_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str = ""
+    seed: int = 1
+    variant: Variant = Variant.HARDENED
+    sold_out_flag: bool = True
+    """The service answers SOLD_OUT itself once it has seen the coupon sold out, as a
+    real one does (kept fresh by pub/sub), instead of asking Redis again."""
+    event: EventSpec = field(default_factory=EventSpec)
+    traffic: TrafficSpec = field(default_factory=TrafficSpec)
+    latency: LatencySpec = field(default_factory=LatencySpec)
+    consumers: ConsumerSpec = field(default_factory=ConsumerSpec)
+    gateway: GatewaySpec = field(default_factory=GatewaySpec)
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+
+_POSITIVE = {"stock", "users", "count", "batch_size", "status_poll_ms", "poll_ms",
+             "status_timeout_s",
+             "rate_limit_per_s", "time_limit_ms", "breaker_window", "breaker_minimum_calls",
+             "breaker_half_open_calls", "admission_batch", "admission_interval_s"}
+_SHARES = {"early_share", "double_click_share"}
+
+
+def _check(scenario: Scenario) -> None:
+    validate_id("coupon", scenario.event.coupon_id)
+    object.__setattr__(scenario, "variant", Variant(scenario.variant))
+    for section in ("event", "traffic", "latency", "consumers", "gateway"):
+        spec = getattr(scenario, section)
+        for item in fields(spec):
+            value = getattr(spec, item.name)
+            where = f"{section}.{item.name}"
+            if item.type is bool or item.type is str:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidInput(f"{where} must be a number, got {value!r}")
+            if item.name in _POSITIVE and value <= 0:
+                raise InvalidInput(f"{where} must be above 0, got {value!r}")
+            if item.name in _SHARES and not 0 <= value <= 1:
+                raise InvalidInput(f"{where} is a share from 0 to 1, got {value!r}")
+            if item.name not in ("warm_up_at_s",) and value < 0:
+                raise InvalidInput(f"{where} must not be negative, got {value!r}")
+    if not 0 < scenario.gateway.breaker_failure_rate <= 100:
+        raise InvalidInput("gateway.breaker_failure_rate is a percentage above 0, at most 100")
+    if scenario.event.warm_up_at_s >= 0:
+        raise InvalidInput("event.warm_up_at_s must come before the start (below 0)")
+
+
+def scenario_names() -> list[str]:
+    return sorted(path.stem for path in bundled_dir("scenarios").glob("*.toml"))
+
+
+def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """A bundled scenario by name, or a TOML file by path, with ``section.field=value``
+    overrides applied; every value checked."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = bundled_dir("scenarios") / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise InvalidInput(f"no scenario {name_or_path!r}; bundled: "
+                               + ", ".join(scenario_names()))
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidInput(f"cannot read scenario {path}: {exc}") from None
+    for override in overrides:
+        key, _, raw = override.partition("=")
+        if not raw:
+            raise InvalidInput(f"override {override!r}: write section.field=value")
+        *sections, name = key.strip().split(".")
+        target = document
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[name] = _parse_value(raw.strip())
+    return _build(document)
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+_SECTIONS: dict[str, type] = {"event": EventSpec, "traffic": TrafficSpec,
+                              "latency": LatencySpec, "consumers": ConsumerSpec,
+                              "gateway": GatewaySpec}
+
+
+def _build(document: dict[str, Any]) -> Scenario:
+    arguments: dict[str, Any] = {}
+    for name, value in document.items():
+        kind = _SECTIONS.get(name)
+        if kind is None:
+            arguments[name] = value
+        elif not isinstance(value, dict):
+            raise InvalidInput(f"{name} must be a table of fields")
+        else:
+            arguments[name] = _make(kind, value, f"{name}.")
+    return _make(Scenario, arguments, "")  # type: ignore[no-any-return]
+
+
+def _make(kind: type, values: dict[str, Any], where: str) -> Any:
+    known = {item.name for item in fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {', '.join(where + u for u in unknown)} "
+                           f"(known: {', '.join(sorted(known))})")
+    try:
+        return kind(**values)
+    except InvalidInput:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"scenario {where.rstrip('.') or 'file'}: {exc}") from None
