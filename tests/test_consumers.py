@@ -20,7 +20,7 @@ from couponsim.flows.consume import (
     consume_seed_batch,
     load_event,
 )
-from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest
+from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest, issue
 from couponsim.flows.status import RequestState, read_seed_status, read_status
 from couponsim.keys import CouponKeys, user_coupons_key
 from couponsim.persistence.repository import Repository
@@ -260,3 +260,17 @@ def test_a_compensated_request_reads_failed_and_a_refused_one_too(backend,  # ty
         "r-u1-1": (RequestState.FAILED, "the database refused the coupon"),
         "r-u2-2": (RequestState.FAILED, "SOLD_OUT"),
     }
+
+
+def test_request_ids_are_unique_per_coupon_not_across_coupons(system: SyncDriver) -> None:
+    """The same request id on two events is two requests, in Redis and in the database
+    (found by the simulation: a retry id of one event met another event's id)."""
+    for coupon in ("c1", "c2"):
+        open_event(system, coupon_id=coupon, stock=2)
+        system.run(issue(IssueRequest(coupon, "u1", "same-id"), NOW))
+        drain(system, coupon)
+    for coupon in ("c1", "c2"):
+        report = system.run(check_invariants(coupon, with_database=True))
+        assert report.ok, report.checks
+        assert report.persisted == 1
+    assert len(system.repository.coupons_of("u1")) == 2  # type: ignore[union-attr]

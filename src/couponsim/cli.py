@@ -11,7 +11,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from couponsim.connection import DEFAULT_REDIS_URL
 from couponsim.drivers.sync import SyncDriver
@@ -24,10 +27,13 @@ from couponsim.flows.consume import CrashPoint
 from couponsim.flows.issue import IssueOutcome
 from couponsim.persistence.database import DEFAULT_DATABASE_URL
 from couponsim.persistence.repository import Repository
+from couponsim.sim.results import save
+from couponsim.sim.run import simulate
+from couponsim.sim.scenario import load_scenario, scenario_names
 from couponsim.spike import SpikeConfig, SpikeResult, run_spike
 from couponsim.verify import InvariantReport, check_invariants
 
-SCENARIOS = ("spike",)
+SPIKE = "spike"
 EXIT_BROKEN, EXIT_UNUSABLE, EXIT_BUG = 1, 2, 70
 
 
@@ -36,24 +42,32 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run a scenario and check its invariants")
-    run.add_argument("scenario", nargs="?", default="spike", choices=SCENARIOS)
-    defaults = SpikeConfig()
+    run = commands.add_parser(
+        "run", help="run a scenario and check its invariants",
+        description="Simulate a scenario of data/scenarios in virtual time (SimPy), or run "
+                    "the spike job (interleaved requests in wall time).")
+    run.add_argument("scenario", nargs="?", default=SPIKE, choices=[SPIKE, *scenario_names()])
     run.add_argument("--variant", choices=[v.value for v in Variant],
-                     default=defaults.variant.value)
-    run.add_argument("--users", type=int, default=defaults.users)
-    run.add_argument("--stock", type=int, default=defaults.stock)
-    run.add_argument("--double-click", type=float, default=defaults.double_click,
-                     help="share of users who send a second request at once (0 to 1)")
-    run.add_argument("--concurrency", type=int, default=defaults.concurrency,
-                     help="requests in flight at once")
-    run.add_argument("--seed", type=int, default=defaults.seed)
-    run.add_argument("--coupon", default=defaults.coupon_id,
-                     help="coupon ID; its keys and rows are cleared before the run")
-    run.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                     help="queue entries per hardened consumer batch")
-    run.add_argument("--crash-at", choices=[p.value for p in CrashPoint],
-                     help="make the first consumer batch die here; a restarted one drains")
+                     help="seed or hardened (default: the scenario's)")
+    run.add_argument("--users", type=int, help="how many users (default: the scenario's)")
+    run.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
+    simulation = run.add_argument_group("simulation scenarios")
+    simulation.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                            help="override any field of the scenario file, e.g. "
+                                 "consumers.count=4 (repeatable)")
+    simulation.add_argument("--out", type=Path,
+                            help="write requests.csv, timeline.csv, summary.json and "
+                                 "figures.png here")
+    spike = run.add_argument_group("the spike job")
+    spike.add_argument("--stock", type=int)
+    spike.add_argument("--double-click", type=float,
+                       help="share of users who send a second request at once (0 to 1)")
+    spike.add_argument("--concurrency", type=int, help="requests in flight at once")
+    spike.add_argument("--coupon", help="coupon ID; its keys and rows are cleared first")
+    spike.add_argument("--batch-size", type=int,
+                       help="queue entries per hardened consumer batch")
+    spike.add_argument("--crash-at", choices=[p.value for p in CrashPoint],
+                       help="make the first consumer batch die here; a restarted one drains")
     _add_store_options(run)
 
     verify = commands.add_parser("verify", help="check the invariants of a live system")
@@ -142,14 +156,62 @@ def _run(args: argparse.Namespace) -> InvariantReport:
         print(json.dumps(_report_json(report), indent=2) if args.json
               else "\n".join(_report_lines(report)).lstrip())
         return report
-    config = SpikeConfig(users=args.users, stock=args.stock, double_click=args.double_click,
-                         concurrency=args.concurrency, variant=Variant(args.variant),
-                         seed=args.seed, coupon_id=args.coupon, batch_size=args.batch_size,
-                         consumer_crash=args.crash_at)
+    if args.scenario != SPIKE:
+        return _simulate(args, driver)
+    given = {"users": args.users, "stock": args.stock, "double_click": args.double_click,
+             "concurrency": args.concurrency, "seed": args.seed, "coupon_id": args.coupon,
+             "batch_size": args.batch_size, "consumer_crash": args.crash_at,
+             "variant": args.variant}
+    config = SpikeConfig(**{name: value for name, value in given.items() if value is not None})
     result = run_spike(config, driver)
     print(json.dumps(_spike_json(result), indent=2) if args.json
           else "\n".join(_spike_lines(result)))
     return result.report
+
+
+def _simulate(args: argparse.Namespace, driver: SyncDriver) -> InvariantReport:
+    spike_only = [f"--{name.replace('_', '-')}" for name in
+                  ("stock", "double_click", "concurrency", "coupon", "batch_size", "crash_at")
+                  if getattr(args, name) is not None]
+    if spike_only:
+        raise InvalidInput(f"{', '.join(spike_only)} belong to the spike job; for a scenario "
+                           "use --set SECTION.FIELD=VALUE")
+    overrides = list(args.set)
+    if args.variant:
+        overrides.append(f'variant="{args.variant}"')
+    if args.users is not None:
+        overrides.append(f"traffic.users={args.users}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    scenario = load_scenario(args.scenario, overrides)
+    with tqdm(total=scenario.traffic.users, unit="user", desc=scenario.name,
+              disable=args.json or None, file=sys.stderr) as bar:
+        outcome = simulate(scenario, driver, bar.update)
+    written = save(outcome, args.out) if args.out else []
+    if args.json:
+        print(json.dumps(outcome.summary, indent=2, default=str))
+    else:
+        print("\n".join(_summary_lines(outcome.summary) + _report_lines(outcome.report)))
+        for path in written:
+            print(f"wrote {path}")
+    return outcome.report
+
+
+def _summary_lines(summary: dict[str, Any]) -> list[str]:
+    lines = [f"{summary['scenario']} ({summary['variant']}): {summary['users']:,} users, "
+             f"{summary['requests']:,} requests, simulated in {summary['wall_s']} s",
+             "", "answers"]
+    lines += [f"  {answer:<12}{count:>10,}" for answer, count in summary["answers"].items()]
+    lines += ["", f"sold out at {summary['sell_out_s']} s; every status final at "
+              f"{summary['all_final_s']} s (from 14:00:00)",
+              f"Redis commands per request: {summary['redis_commands_per_request']}",
+              "answer latency (ms): " + "; ".join(
+                  f"{path} p50 {q['p50']} p95 {q['p95']} p99 {q['p99']}"
+                  for path, q in summary["answer_latency_ms_by_path"].items()),
+              "status latency (ms): " + ", ".join(
+                  f"{k} {v}" for k, v in summary["status_latency_ms"].items()),
+              "fairness: " + ", ".join(f"{k} {v}" for k, v in summary["fairness"].items())]
+    return lines
 
 
 def _explore(args: argparse.Namespace) -> bool:

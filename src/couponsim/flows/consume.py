@@ -289,18 +289,21 @@ def consume_seed_batch(events: dict[str, CouponEvent], now_ms: int,
             "", entry["request"], entry["user"], 1, int(entry["issued_ms"]))))
     fail_after = {CrashPoint.MID_BATCH: len(coupons) // 2,
                   CrashPoint.BEFORE_COMMIT: len(coupons)}.get(crash_at)  # type: ignore[arg-type]
-    try:
-        decided = yield DbCall("persist_issued", (coupons, fail_after))
-    except (PersistenceError, DatabaseUnavailable):
-        return BatchReport(read=len(raw), dropped=len(raw))
+    saved: list[tuple[IssuedCoupon, Decided]] = []
+    for coupon_id in sorted({coupon.coupon_id for coupon in coupons}):
+        group = [coupon for coupon in coupons if coupon.coupon_id == coupon_id]
+        try:
+            decided = yield DbCall("persist_issued", (group, fail_after))
+        except (PersistenceError, DatabaseUnavailable):
+            continue  # as written: the popped items are simply gone
+        saved += [(coupon, decided[coupon.request_id]) for coupon in group]
     if crash_at is CrashPoint.AFTER_COMMIT:
         raise InjectedCrash(crash_at)
-    for coupon in coupons:
-        status = RequestStatus(coupon.request_id, RequestState.COMPLETED,
-                               decided[coupon.request_id].code or "")
+    for coupon, answer in saved:
+        status = RequestStatus(coupon.request_id, RequestState.COMPLETED, answer.code or "")
         yield Command("SET", (seed_status_key(coupon.request_id), status.to_message()))
         yield Command("HSET", (user_coupons_key(coupon.user_id), status.code,
                                cache_entry(coupon.coupon_id, CouponStatus.ACTIVE)))
         yield Command("PUBLISH", (SEED_STATUS_CHANNEL, status.to_message()))
-    return BatchReport(read=len(raw), persisted=len(coupons), dropped=len(raw) - len(coupons))
+    return BatchReport(read=len(raw), persisted=len(saved), dropped=len(raw) - len(saved))
 

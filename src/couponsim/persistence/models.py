@@ -41,10 +41,12 @@ class UserCoupon(Base):
     (1..per_user_limit), so the unique constraint enforces the limit here too."""
 
     __tablename__ = "user_coupons"
-    __table_args__ = (UniqueConstraint("user_id", "coupon_id", "ordinal"),)
+    __table_args__ = (UniqueConstraint("user_id", "coupon_id", "ordinal"),
+                      UniqueConstraint("coupon_id", "request_id"))
 
     code: Mapped[str] = mapped_column(String(32), primary_key=True)
-    request_id: Mapped[str] = mapped_column(ID, unique=True)
+    request_id: Mapped[str] = mapped_column(ID)
+    """Unique per coupon, as in Redis, where a request's key carries the coupon's tag."""
     user_id: Mapped[str] = mapped_column(ID, index=True)
     coupon_id: Mapped[str] = mapped_column(ForeignKey("coupons.id"), index=True)
     ordinal: Mapped[int] = mapped_column(Integer)
@@ -55,7 +57,7 @@ class UserCoupon(Base):
 
 
 class IssueDecision(Base):
-    """Exactly one decision per queued request: persisted, or compensated.
+    """Exactly one decision per queued request (of one coupon): persisted, or compensated.
 
     A consumer that persists and one that compensates race on this primary key,
     so a zombie consumer cannot store a coupon whose stock was given back.
@@ -63,8 +65,8 @@ class IssueDecision(Base):
 
     __tablename__ = "issue_decisions"
 
+    coupon_id: Mapped[str] = mapped_column(ID, primary_key=True)
     request_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    coupon_id: Mapped[str] = mapped_column(ID, index=True)
     decision: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(200), default="")
 

@@ -14,7 +14,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from couponsim.errors import DatabaseUnavailable, InjectedCrash, PersistenceError
+from couponsim.errors import (
+    DatabaseUnavailable,
+    InjectedCrash,
+    InvalidInput,
+    PersistenceError,
+)
 from couponsim.event import CouponEvent, DiscountKind
 from couponsim.persistence.database import make_engine, redact
 from couponsim.persistence.models import Base, Coupon, IssueDecision, Redemption, UserCoupon
@@ -85,24 +90,29 @@ class Repository:
         """
         if not coupons:
             return {}
+        coupon_id = coupons[0].coupon_id
+        if any(coupon.coupon_id != coupon_id for coupon in coupons):
+            raise InvalidInput("a batch to persist holds coupons of one event only")
         ids = [coupon.request_id for coupon in coupons]
         with self._transaction() as session:
             session.execute(
-                self._insert(IssueDecision).on_conflict_do_nothing(index_elements=["request_id"]),
+                self._insert(IssueDecision).on_conflict_do_nothing(
+                    index_elements=["coupon_id", "request_id"]),
                 [{"request_id": c.request_id, "coupon_id": c.coupon_id,
                   "decision": Decision.PERSISTED.value, "reason": ""} for c in coupons],
             )
-            decided = self._decisions(session, ids)
+            decided = self._decisions(session, coupon_id, ids)
             rows = [vars(c) | {"status": "ACTIVE"} for c in coupons
                     if decided[c.request_id] is Decision.PERSISTED]
-            stored = self._insert(UserCoupon).on_conflict_do_nothing(index_elements=["request_id"])
+            stored = self._insert(UserCoupon).on_conflict_do_nothing(
+                index_elements=["coupon_id", "request_id"])
             if fail_after_rows is not None:
                 if rows[:fail_after_rows]:
                     session.execute(stored, rows[:fail_after_rows])
                 raise InjectedCrash(f"after {fail_after_rows} rows, before commit")
             if rows:
                 session.execute(stored, rows)
-            return self._answers(session, ids, decided)
+            return self._answers(session, coupon_id, ids, decided)
 
     def compensate(self, coupon_id: str, reasons: dict[str, str]) -> dict[str, Decided]:
         """Decide requests as compensated unless they were persisted already.
@@ -115,13 +125,15 @@ class Repository:
             return {}
         with self._transaction() as session:
             session.execute(
-                self._insert(IssueDecision).on_conflict_do_nothing(index_elements=["request_id"]),
+                self._insert(IssueDecision).on_conflict_do_nothing(
+                    index_elements=["coupon_id", "request_id"]),
                 [{"request_id": request_id, "coupon_id": coupon_id,
                   "decision": Decision.COMPENSATED.value, "reason": reason[:200]}
                  for request_id, reason in reasons.items()],
             )
             ids = list(reasons)
-            return self._answers(session, ids, self._decisions(session, ids))
+            return self._answers(session, coupon_id, ids,
+                                 self._decisions(session, coupon_id, ids))
 
     def ledger(self, coupon_id: str) -> CouponLedger:
         with self._transaction() as session:
@@ -271,18 +283,19 @@ class Repository:
                 .order_by(UserCoupon.coupon_id, UserCoupon.ordinal)))
 
     @staticmethod
-    def _decisions(session: Session, ids: list[str]) -> dict[str, Decision]:
+    def _decisions(session: Session, coupon_id: str, ids: list[str]) -> dict[str, Decision]:
         rows = session.execute(
             select(IssueDecision.request_id, IssueDecision.decision)
-            .where(IssueDecision.request_id.in_(ids))
+            .where(IssueDecision.coupon_id == coupon_id, IssueDecision.request_id.in_(ids))
         ).all()
         return {request_id: Decision(decision) for request_id, decision in rows}
 
     @staticmethod
-    def _answers(session: Session, ids: list[str],
+    def _answers(session: Session, coupon_id: str, ids: list[str],
                  decided: dict[str, Decision]) -> dict[str, Decided]:
         codes = {request_id: code for request_id, code in session.execute(
-            select(UserCoupon.request_id, UserCoupon.code).where(UserCoupon.request_id.in_(ids))
+            select(UserCoupon.request_id, UserCoupon.code)
+            .where(UserCoupon.coupon_id == coupon_id, UserCoupon.request_id.in_(ids))
         )}
         return {request_id: Decided(decided[request_id], codes.get(request_id))
                 for request_id in ids}

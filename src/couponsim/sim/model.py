@@ -104,6 +104,7 @@ class Model:
         self.scenario = scenario
         self.driver = driver
         self.progress = progress or (lambda _n: None)
+        """Called with 1 each time a user (not a second click) has their final answer."""
         streams = np.random.SeedSequence(scenario.seed).spawn(len(STREAMS))
         self.rng = {name: np.random.default_rng(s) for name, s in zip(STREAMS, streams,
                                                                         strict=True)}
@@ -114,7 +115,6 @@ class Model:
         self.keys = CouponKeys(scenario.event.coupon_id)
         self.run = Run(scenario, gateway=self._gateway())
         self.sold_out_seen = False
-        self.users_done = 0
         self.traffic_done = self.env.event()
 
     def simulate(self) -> Run:
@@ -202,14 +202,16 @@ class Model:
         delays = clicks.uniform(0, traffic.double_click_within_ms, traffic.users)
         users = []
         for n in np.argsort(offsets, kind="stable"):
-            users.append(self.env.process(self._user(f"u{n}", f"r{n}", START_MS + offsets[n])))
+            users.append(self.env.process(
+                self._user(f"u{n}", f"r{n}", START_MS + offsets[n], first_click=True)))
             if double[n]:
-                users.append(self.env.process(
-                    self._user(f"u{n}", f"r{n}b", START_MS + offsets[n] + delays[n])))
+                users.append(self.env.process(self._user(
+                    f"u{n}", f"r{n}b", START_MS + offsets[n] + delays[n], first_click=False)))
         yield self.env.all_of(users)
         self.traffic_done.succeed()
 
-    def _user(self, user: str, request_id: str, at_ms: float) -> Generator[simpy.Event, Any, None]:
+    def _user(self, user: str, request_id: str, at_ms: float,
+              first_click: bool) -> Generator[simpy.Event, Any, None]:
         """One click: ask, then wait for the final answer. A user told the sale has not
         started presses again a moment later (a new request), as people do."""
         yield self.env.timeout(max(0.0, at_ms - self.env.now))
@@ -220,8 +222,8 @@ class Model:
                 break
             yield self.env.timeout(float(self.rng["clicks"].uniform(500, 1_500)))
         yield from self._await_final(record)
-        self.users_done += 1
-        self.progress(1)
+        if first_click:
+            self.progress(1)
 
     def _ask(self, user: str, request_id: str) -> Generator[simpy.Event, Any, RequestRecord]:
         record = RequestRecord(user, request_id, self.env.now)
