@@ -55,6 +55,9 @@ class RoomStatus:
     """Estimated wait from the measured admission rate; None until two batches were seen."""
     admission_rate: float | None = None
     """Users admitted per second, measured."""
+    request_id: str | None = None
+    """The request the room issues (or issued) with for this user: its status is
+    the coupon's, whichever of the user's clicks is asking."""
 
 
 @dataclass(frozen=True)
@@ -95,17 +98,18 @@ def leave_room(coupon_id: str, user_id: str) -> Flow[bool]:
 def room_status(coupon_id: str, user_id: str, now_ms: int) -> Flow[RoomStatus]:
     """Where the user stands, and how long the measured admission rate says it will take."""
     keys = CouponKeys(coupon_id)
-    rank, size, state, batches = yield Pipeline((
+    rank, size, state, batches, request_id = yield Pipeline((
         Command("ZRANK", (keys.waiting, validate_id("user", user_id))),
         Command("ZCARD", (keys.waiting,)),
         Command("HGET", (keys.room, user_id)),
         Command("LRANGE", (keys.admissions, 0, -1)),
+        Command("HGET", (keys.room_requests, user_id)),
     ), atomic=True)
     validate_ms("now_ms", now_ms)
     rate = admission_rate(batches)
     position = 0 if rank is None else rank + 1
     eta = None if rate is None or not position else position / rate
-    return RoomStatus(state, position, size, eta, rate)
+    return RoomStatus(state, position, size, eta, rate, request_id)
 
 
 def admission_rate(batches: list[str]) -> float | None:

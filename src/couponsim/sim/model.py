@@ -77,6 +77,9 @@ class RequestRecord:
     answered_ms: float | None = None
     final_state: str = ""
     final_ms: float | None = None
+    status_of: str = ""
+    """The request whose status tells this one's outcome: its own, or (after the room
+    served the user) the request the room issued with."""
 
 
 @dataclass
@@ -252,9 +255,10 @@ class Model:
         deadline = self.env.now + self.scenario.traffic.status_timeout_s * 1000
         while self.env.now < deadline:
             if record.answer == "ISSUED":
+                status_of = record.status_of or record.request
                 status = yield self._flow(
-                    read_seed_status(record.request) if self.scenario.variant is Variant.SEED
-                    else read_status(coupon, record.request), record)
+                    read_seed_status(status_of) if self.scenario.variant is Variant.SEED
+                    else read_status(coupon, status_of), record)
                 state = status.state.value if status else ""
                 if status is not None and status.final:
                     record.final_state, record.final_ms = state, self.env.now
@@ -263,7 +267,7 @@ class Model:
                 room = yield self._flow(room_status(coupon, record.user, int(self.env.now)),
                                         record)
                 if room.state in FINAL_STATES:
-                    record.answer = room.state
+                    record.answer, record.status_of = room.state, room.request_id or ""
                     continue
             else:
                 record.final_state, record.final_ms = record.answer, record.answered_ms

@@ -98,7 +98,11 @@ _SHARES = {"early_share", "double_click_share"}
 
 def _check(scenario: Scenario) -> None:
     validate_id("coupon", scenario.event.coupon_id)
-    object.__setattr__(scenario, "variant", Variant(scenario.variant))
+    try:
+        object.__setattr__(scenario, "variant", Variant(scenario.variant))
+    except ValueError:
+        raise InvalidInput(f"variant must be one of {', '.join(Variant)}, "
+                           f"got {scenario.variant!r}") from None
     for section in ("event", "traffic", "latency", "consumers", "gateway"):
         spec = getattr(scenario, section)
         for item in fields(spec):
