@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import fakeredis
 import pytest
@@ -25,10 +26,8 @@ from couponsim.flows import Variant, lifecycle
 from couponsim.persistence.repository import Repository
 
 REAL_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-REQUIRE_REDIS = os.environ.get("COUPONSIM_REQUIRE_REDIS") == "1"
 POSTGRES_URL = os.environ.get("DATABASE_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REQUIRE_POSTGRES = os.environ.get("COUPONSIM_REQUIRE_POSTGRES") == "1"
 
 
 @dataclass
@@ -41,14 +40,19 @@ class Backend:
         return SyncDriver(self.client, self.url)
 
 
+def _missing(service: str, required_by: str, exc: Exception) -> NoReturn:
+    """A real service that is not there: a failure where it is required (CI), else a skip."""
+    if os.environ.get(required_by) == "1":
+        pytest.fail(f"{required_by}=1 but {exc}")
+    pytest.skip(f"no {service}: {exc}")
+
+
 @pytest.fixture(scope="session")
 def real_redis_url() -> str:
     try:
         connect(REAL_REDIS_URL).close()
     except RedisUnavailable as exc:
-        if REQUIRE_REDIS:
-            pytest.fail(f"COUPONSIM_REQUIRE_REDIS=1 but {exc}")
-        pytest.skip(f"no real Redis: {exc}")
+        _missing("real Redis", "COUPONSIM_REQUIRE_REDIS", exc)
     return REAL_REDIS_URL
 
 
@@ -82,9 +86,7 @@ def postgres_url() -> str:
     try:
         Repository.from_url(POSTGRES_URL).engine.dispose()
     except DatabaseUnavailable as exc:
-        if REQUIRE_POSTGRES:
-            pytest.fail(f"COUPONSIM_REQUIRE_POSTGRES=1 but {exc}")
-        pytest.skip(f"no PostgreSQL: {exc}")
+        _missing("PostgreSQL", "COUPONSIM_REQUIRE_POSTGRES", exc)
     return POSTGRES_URL
 
 
