@@ -118,6 +118,8 @@ class Model:
         self.keys = CouponKeys(scenario.event.coupon_id)
         self.run = Run(scenario, gateway=self._gateway())
         self.sold_out_seen = False
+        self.room_news: dict[str, simpy.Event] = {}
+        """Per waiting user, the push that tells them the room has news for them."""
         self.traffic_done = self.env.event()
 
     def simulate(self) -> Run:
@@ -249,8 +251,13 @@ class Model:
         return record
 
     def _await_final(self, record: RequestRecord) -> Generator[simpy.Event, Any, None]:
-        """Poll until the user knows: a stored coupon, or a final refusal; a user whose
-        status never comes gives up after ``status_timeout_s`` (GAVE_UP)."""
+        """Wait until the user knows: a stored coupon, or a final refusal; a user whose
+        status never comes gives up after ``status_timeout_s`` (GAVE_UP).
+
+        An accepted request's status is polled. A user in the waiting room is pushed
+        the news instead (the room publishes every outcome), then reads it once: a
+        room of 100,000 polling every second would be a load no real room carries.
+        """
         coupon = self.scenario.event.coupon_id
         deadline = self.env.now + self.scenario.traffic.status_timeout_s * 1000
         while self.env.now < deadline:
@@ -264,11 +271,16 @@ class Model:
                     record.final_state, record.final_ms = state, self.env.now
                     return
             elif record.answer in ("WAITING", "ADMITTED"):
+                news = self.room_news.setdefault(record.user, self.env.event())
+                yield news | self.env.timeout(deadline - self.env.now)
                 room = yield self._flow(room_status(coupon, record.user, int(self.env.now)),
                                         record)
                 if room.state in FINAL_STATES:
                     record.answer, record.status_of = room.state, room.request_id or ""
                     continue
+                if news.triggered:
+                    del self.room_news[record.user]     # not final yet: wait for the next
+                continue
             else:
                 record.final_state, record.final_ms = record.answer, record.answered_ms
                 return
@@ -297,8 +309,15 @@ class Model:
         yield self.env.timeout(START_MS - self.env.now)
         while not self.traffic_done.triggered:
             yield self.env.timeout(spec.admission_interval_s * 1000)
-            yield self._flow(admission_round(self.run.gateway, self.scenario.event.coupon_id,
-                                             spec.admission_batch))
+            admission = yield self._flow(admission_round(
+                self.run.gateway, self.scenario.event.coupon_id, spec.admission_batch))
+            if admission is None:
+                continue
+            told = self.room_news if admission.drained else {
+                user: news for user, news in self.room_news.items() if user in admission.outcomes}
+            for user, news in list(told.items()):
+                if not news.triggered:
+                    news.succeed()
 
     def _sampler(self) -> Generator[simpy.Event, Any, None]:
         """Observe the store from outside the model (no queueing, no latency)."""
