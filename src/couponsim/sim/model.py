@@ -315,7 +315,7 @@ class Model:
                 continue
             told = self.room_news if admission.drained else {
                 user: news for user, news in self.room_news.items() if user in admission.outcomes}
-            for user, news in list(told.items()):
+            for news in list(told.values()):
                 if not news.triggered:
                     news.succeed()
 
