@@ -11,7 +11,6 @@ works off the waiting room. Each purpose draws from its own random stream of one
 seed (numpy SeedSequence), so a run replays bit for bit.
 """
 
-from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +38,7 @@ from couponsim.keys import SEED_ISSUE_QUEUE, CouponKeys
 from couponsim.resilience.breaker import BreakerConfig, CircuitBreaker
 from couponsim.resilience.rate_limiter import RateLimiter, RateLimiterConfig
 from couponsim.resilience.time_limiter import TimeLimiter
+from couponsim.sim.components import RedisServer, Server
 from couponsim.sim.scenario import Scenario
 
 START_MS = 1_764_338_400_000
@@ -47,23 +47,6 @@ DATABASE_POOL = 5
 SAMPLE_MS = 100.0
 MAX_EARLY_RETRIES = 10
 STREAMS = ("arrivals", "clicks", "network", "shuffle")
-
-
-class _Fifo(deque[Any]):
-    """A request queue that serves its head in O(1): SimPy's default list pays
-    O(n) for every grant, which dominates with a flash crowd queued on one server.
-    PutQueue is SimPy's documented extension point (REFERENCE.md)."""
-
-    def pop(self, index: int = -1) -> Any:
-        if index == 0:
-            return self.popleft()
-        item = self[index]
-        del self[index]
-        return item
-
-
-class Server(simpy.Resource):
-    PutQueue = _Fifo
 
 
 @dataclass
@@ -113,7 +96,9 @@ class Model:
                                                                         strict=True)}
         warm_up_ms = START_MS + scenario.event.warm_up_at_s * 1000
         self.env = simpy.Environment(initial_time=warm_up_ms - 1)
-        self.redis = Server(self.env, capacity=1)
+        latency = scenario.latency
+        self.redis = RedisServer(self.env, driver.execute, lambda effect: _service_ms(
+            effect, latency.redis_command_ms, latency.redis_script_ms))
         self.database = Server(self.env, capacity=DATABASE_POOL)
         self.keys = CouponKeys(scenario.event.coupon_id)
         self.run = Run(scenario, gateway=self._gateway())
@@ -175,11 +160,7 @@ class Model:
                 record.redis_commands += (len(effect.commands)
                                           if isinstance(effect, Pipeline) else 1)
             yield self.env.timeout(network.exponential(latency.network_ms))
-            with self.redis.request() as turn:
-                yield turn
-                result = self.driver.execute(effect)
-                yield self.env.timeout(_service_ms(effect, latency.redis_command_ms,
-                                                   latency.redis_script_ms))
+            result = yield from self.redis.serve(effect)
             yield self.env.timeout(network.exponential(latency.network_ms))
             return result
 
