@@ -8,7 +8,15 @@ import pytest
 
 from couponsim.cli import main
 from couponsim.drivers.sync import SyncDriver
-from couponsim.errors import InvalidInput
+from couponsim.errors import (
+    DatabaseUnavailable,
+    InjectedCrash,
+    InvalidInput,
+    RedisUnavailable,
+    RequestIdConflict,
+    UnknownCoupon,
+    UnknownRequest,
+)
 from couponsim.persistence.repository import Repository
 from couponsim.sim.run import simulate
 from couponsim.sim.scenario import load_scenario, scenario_names
@@ -37,8 +45,16 @@ def test_the_bundled_scenarios_load() -> None:
     ("traffic.userz=5", "unknown field"),
     ("traffic.double_click_share=1.5", "share from 0 to 1"),
     ('variant="best"', "variant"),
-    ("event.warm_up_at_s=5", "before the start"),
+    ("event.warm_up_at_s=-0.5", "before the start"),
     ("nonsense", "section.field=value"),
+    ("consumers.poll_ms=inf", "finite"),
+    ("traffic.status_timeout_s=nan", "finite"),
+    ("traffic.users=1e3", "whole number"),
+    ("consumers.count=1.5", "whole number"),
+    ("seed=-1", "seed"),
+    ('seed="x"', "seed"),
+    ('gateway.enabled="no"', "true or false"),
+    ("traffic.users.x=1", "not a table"),
 ])
 def test_bad_scenario_values_are_refused_naming_the_field(override: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
@@ -77,7 +93,8 @@ def test_the_seed_variant_under_load_loses_coupons(embedded: SyncDriver) -> None
 def test_the_tables_and_summary_carry_what_a_planner_reads(embedded: SyncDriver) -> None:
     outcome = simulate(load_scenario("black_friday", SMALL), embedded)
     summary = outcome.summary
-    assert summary["answers"]["ISSUED"] == 200
+    assert summary["users_by_final_state"]["COMPLETED"] == 200, "one per user who got one"
+    assert sum(summary["users_by_final_state"].values()) == 3000
     assert summary["sell_out_s"] is not None and summary["sell_out_s"] > 0
     assert summary["answer_latency_ms_by_path"]["direct"]["p99"] >= \
         summary["answer_latency_ms_by_path"]["direct"]["p50"]
@@ -96,6 +113,8 @@ def test_the_overload_scenario_engages_the_gateway(embedded: SyncDriver) -> None
     assert "queued: rate limited" in paths
     final = set(outcome.requests.final_state)
     assert final <= {"ISSUED", "COMPLETED", "SOLD_OUT", "DUPLICATE", "NOT_ACTIVE"}, final
+    per_user = outcome.summary["users_by_final_state"]
+    assert per_user.get("COMPLETED", 0) + per_user.get("ISSUED", 0) <= 100, "never more than stock"
 
 
 def test_the_command_runs_a_scenario_and_writes_its_files(
@@ -109,6 +128,20 @@ def test_the_command_runs_a_scenario_and_writes_its_files(
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
         "requests.csv", "timeline.csv", "summary.json", "figures.png"}
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["answers"]["ISSUED"] == 100
+    assert summary["users_by_final_state"]["COMPLETED"] == 100
     assert main(["run", "black_friday", *stores, "--users", "2000", "--stock", "5"]) == 2
     assert "belong to the spike job" in capsys.readouterr().err
+    assert main(["run", "spike", *stores, "--set", "traffic.users=5"]) == 2
+    assert "belong to the simulation" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["run", "black_friday", *stores, "--out", str(tmp_path / "a-file")]) == 2
+
+
+@pytest.mark.parametrize("error", [
+    UnknownCoupon("c1"), UnknownRequest("r1"), RequestIdConflict("r1", "u2"),
+    RedisUnavailable("redis://h", "down"), DatabaseUnavailable("sqlite://", "locked"),
+    InjectedCrash("after_read")])
+def test_errors_survive_simpys_copy_between_processes(error: Exception) -> None:
+    """SimPy re-creates a failed process's exception as type(e)(*e.args)."""
+    copy = type(error)(*error.args)
+    assert (type(copy), str(copy)) == (type(error), str(error))

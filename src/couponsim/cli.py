@@ -158,6 +158,8 @@ def _run(args: argparse.Namespace) -> InvariantReport:
         return report
     if args.scenario != SPIKE:
         return _simulate(args, driver)
+    if args.set or args.out:
+        raise InvalidInput("--set and --out belong to the simulation scenarios, not the spike")
     given = {"users": args.users, "stock": args.stock, "double_click": args.double_click,
              "concurrency": args.concurrency, "seed": args.seed, "coupon_id": args.coupon,
              "batch_size": args.batch_size, "consumer_crash": args.crash_at,
@@ -184,6 +186,11 @@ def _simulate(args: argparse.Namespace, driver: SyncDriver) -> InvariantReport:
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     scenario = load_scenario(args.scenario, overrides)
+    if args.out:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(f"--out {args.out}: {exc}") from None
     with tqdm(total=scenario.traffic.users, unit="user", desc=scenario.name,
               disable=args.json or None, file=sys.stderr) as bar:
         outcome = simulate(scenario, driver, bar.update)
@@ -200,16 +207,17 @@ def _simulate(args: argparse.Namespace, driver: SyncDriver) -> InvariantReport:
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = [f"{summary['scenario']} ({summary['variant']}): {summary['users']:,} users, "
              f"{summary['requests']:,} requests, simulated in {summary['wall_s']} s",
-             "", "answers"]
-    lines += [f"  {answer:<12}{count:>10,}" for answer, count in summary["answers"].items()]
+             "", "users, by their final state"]
+    lines += [f"  {state:<12}{count:>10,}"
+              for state, count in summary["users_by_final_state"].items()]
     lines += ["", f"sold out at {summary['sell_out_s']} s; every status final at "
               f"{summary['all_final_s']} s (from 14:00:00)",
               f"Redis commands per request: {summary['redis_commands_per_request']}",
               "answer latency (ms): " + "; ".join(
                   f"{path} p50 {q['p50']} p95 {q['p95']} p99 {q['p99']}"
                   for path, q in summary["answer_latency_ms_by_path"].items()),
-              "status latency (ms): " + ", ".join(
-                  f"{k} {v}" for k, v in summary["status_latency_ms"].items()),
+              "time until the coupon was stored (ms): " + ", ".join(
+                  f"{k} {v}" for k, v in (summary["coupon_stored_latency_ms"] or {}).items()),
               "fairness: " + ", ".join(f"{k} {v}" for k, v in summary["fairness"].items())]
     return lines
 

@@ -9,7 +9,12 @@ and the consumers' redelivery are for.
 
 
 class CouponsimError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose.
+
+    The errors that carry fields keep them as their ``args`` and build their message
+    in ``__str__``: SimPy re-creates an exception as ``type(e)(*e.args)`` when it
+    passes it from one process to another, and that must give the same error back.
+    """
 
 
 class InvalidInput(CouponsimError, ValueError):
@@ -28,43 +33,59 @@ class UnknownCoupon(CouponsimError, LookupError):
     """No event was warmed up for this coupon ID."""
 
     def __init__(self, coupon_id: str) -> None:
-        super().__init__(f"unknown coupon {coupon_id!r}: no event was warmed up for it")
+        super().__init__(coupon_id)
         self.coupon_id = coupon_id
+
+    def __str__(self) -> str:
+        return f"unknown coupon {self.coupon_id!r}: no event was warmed up for it"
 
 
 class UnknownRequest(CouponsimError, LookupError):
     """No status is kept for this request: never issued, or its record has expired."""
 
     def __init__(self, request_id: str) -> None:
-        super().__init__(f"unknown request {request_id!r}: never issued, or long expired")
+        super().__init__(request_id)
         self.request_id = request_id
+
+    def __str__(self) -> str:
+        return f"unknown request {self.request_id!r}: never issued, or long expired"
 
 
 class RequestIdConflict(CouponsimError):
     """A request ID was reused for a different user: replaying it would leak another answer."""
 
     def __init__(self, request_id: str, user_id: str) -> None:
-        super().__init__(
-            f"request {request_id!r} was already used by another user than {user_id!r}"
-        )
+        super().__init__(request_id, user_id)
         self.request_id = request_id
         self.user_id = user_id
+
+    def __str__(self) -> str:
+        return (f"request {self.request_id!r} was already used by another user than "
+                f"{self.user_id!r}")
 
 
 class RedisUnavailable(CouponsimError, ConnectionError):
     """The Redis named by a URL did not answer, or refused the connection's settings."""
 
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"cannot use Redis at {url}: {reason}")
+        super().__init__(url, reason)
         self.url = url
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot use Redis at {self.url}: {self.reason}"
 
 
 class DatabaseUnavailable(CouponsimError, ConnectionError):
     """The database did not answer or refused the connection: worth retrying."""
 
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"database at {url} did not answer: {reason}")
+        super().__init__(url, reason)
         self.url = url
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"database at {self.url} did not answer: {self.reason}"
 
 
 class PersistenceError(CouponsimError):
@@ -75,8 +96,11 @@ class InjectedCrash(CouponsimError):
     """Raised on purpose at a named point, to test what a crash there leaves behind."""
 
     def __init__(self, point: str) -> None:
-        super().__init__(f"injected crash at {point}")
+        super().__init__(point)
         self.point = point
+
+    def __str__(self) -> str:
+        return f"injected crash at {self.point}"
 
 
 class UnknownRedisUrl(InvalidInput):

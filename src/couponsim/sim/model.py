@@ -63,6 +63,9 @@ class RequestRecord:
     status_of: str = ""
     """The request whose status tells this one's outcome: its own, or (after the room
     served the user) the request the room issued with."""
+    counted: bool = False
+    """This record ends a user's own click (not a second click, not an early press that
+    was answered NOT_ACTIVE and pressed again): one per user, for per-user counts."""
 
 
 @dataclass
@@ -112,7 +115,7 @@ class Model:
                             name=self.scenario.name,
                             discount_value=self.scenario.event.discount_value,
                             starts_at_ms=START_MS)
-        self.env.process(self._scheduler(event))
+        self.env.process(self._scheduler(event))   # warm-up at least 1 s before the start
         self.env.process(self._traffic())
         for n in range(self.scenario.consumers.count):
             self.env.process(self._consumer(f"consumer-{n}"))
@@ -204,9 +207,10 @@ class Model:
         for attempt in range(MAX_EARLY_RETRIES + 1):
             record = yield from self._ask(user, f"{request_id}-{attempt}" if attempt
                                           else request_id)
-            if record.answer != IssueOutcome.NOT_ACTIVE.value or self.env.now >= START_MS:
+            if record.answer != IssueOutcome.NOT_ACTIVE.value:
                 break
             yield self.env.timeout(float(self.rng["clicks"].uniform(500, 1_500)))
+        record.counted = first_click
         yield from self._await_final(record)
         if first_click:
             self.progress(1)
@@ -266,7 +270,7 @@ class Model:
                 record.final_state, record.final_ms = record.answer, record.answered_ms
                 return
             yield self.env.timeout(self.scenario.traffic.status_poll_ms)
-        record.final_state = "GAVE_UP"
+        record.final_state, record.final_ms = "GAVE_UP", self.env.now
 
     def _consumer(self, name: str) -> Generator[simpy.Event, Any, None]:
         yield self.env.timeout(START_MS - self.env.now)

@@ -30,6 +30,8 @@ class Outcome:
     @property
     def summary(self) -> dict[str, Any]:
         answered = self.requests.dropna(subset=["answer_ms"])
+        users = self.requests[self.requests.counted]
+        stored = self.requests[self.requests.final_state == "COMPLETED"]
         sold_out = self.timeline.loc[self.timeline.stock_left <= 0, "t_s"]
         latency = {
             path: {f"p{q}": round(float(group.answer_ms.quantile(q / 100)), 2)
@@ -39,12 +41,13 @@ class Outcome:
         return {
             "scenario": self.run.scenario.name, "variant": self.run.scenario.variant.value,
             "users": self.run.scenario.traffic.users, "requests": len(self.requests),
-            "answers": self.requests.answer.value_counts().to_dict(),
+            "users_by_final_state": users.final_state.value_counts().to_dict(),
             "sell_out_s": None if sold_out.empty else round(float(sold_out.iloc[0]), 3),
             "all_final_s": round(float(self.requests.final_s.max()), 3),
             "answer_latency_ms_by_path": latency,
-            "status_latency_ms": {f"p{q}": round(float(
-                self.requests.status_ms.quantile(q / 100)), 2) for q in (50, 95, 99)},
+            "coupon_stored_latency_ms": {f"p{q}": round(float(
+                stored.status_ms.quantile(q / 100)), 2) for q in (50, 95, 99)}
+            if len(stored) else None,
             "redis_commands_per_request": round(float(self.requests.redis_commands.mean()), 2),
             "invariants_ok": self.report.ok,
             "fairness": {"early_share": round(self.fairness.early_share, 4),

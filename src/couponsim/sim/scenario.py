@@ -4,6 +4,7 @@ Every value is validated with an error that names the file's field, and any
 field can be overridden (``traffic.users=5000``) from the command line.
 """
 
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -98,6 +99,10 @@ _SHARES = {"early_share", "double_click_share"}
 
 def _check(scenario: Scenario) -> None:
     validate_id("coupon", scenario.event.coupon_id)
+    if isinstance(scenario.seed, bool) or not isinstance(scenario.seed, int) or scenario.seed < 0:
+        raise InvalidInput(f"seed must be a whole number >= 0, got {scenario.seed!r}")
+    if not isinstance(scenario.sold_out_flag, bool):
+        raise InvalidInput(f"sold_out_flag must be true or false, got {scenario.sold_out_flag!r}")
     try:
         object.__setattr__(scenario, "variant", Variant(scenario.variant))
     except ValueError:
@@ -108,10 +113,17 @@ def _check(scenario: Scenario) -> None:
         for item in fields(spec):
             value = getattr(spec, item.name)
             where = f"{section}.{item.name}"
-            if item.type is bool or item.type is str:
+            if item.type is bool:
+                if not isinstance(value, bool):
+                    raise InvalidInput(f"{where} must be true or false, got {value!r}")
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidInput(f"{where} must be a number, got {value!r}")
+            if item.type is str:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value):
+                raise InvalidInput(f"{where} must be a finite number, got {value!r}")
+            if item.type is int and not isinstance(value, int):
+                raise InvalidInput(f"{where} must be a whole number, got {value!r}")
             if item.name in _POSITIVE and value <= 0:
                 raise InvalidInput(f"{where} must be above 0, got {value!r}")
             if item.name in _SHARES and not 0 <= value <= 1:
@@ -120,8 +132,8 @@ def _check(scenario: Scenario) -> None:
                 raise InvalidInput(f"{where} must not be negative, got {value!r}")
     if not 0 < scenario.gateway.breaker_failure_rate <= 100:
         raise InvalidInput("gateway.breaker_failure_rate is a percentage above 0, at most 100")
-    if scenario.event.warm_up_at_s >= 0:
-        raise InvalidInput("event.warm_up_at_s must come before the start (below 0)")
+    if scenario.event.warm_up_at_s > -1:
+        raise InvalidInput("event.warm_up_at_s must come at least 1 s before the start")
 
 
 def scenario_names() -> list[str]:
@@ -149,6 +161,8 @@ def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()
         target = document
         for section in sections:
             target = target.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise InvalidInput(f"override {override!r}: {section} is not a table")
         target[name] = _parse_value(raw.strip())
     return _build(document)
 
