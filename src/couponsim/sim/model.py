@@ -63,9 +63,6 @@ class RequestRecord:
     status_of: str = ""
     """The request whose status tells this one's outcome: its own, or (after the room
     served the user) the request the room issued with."""
-    counted: bool = False
-    """This record ends a user's own click (not a second click, not an early press that
-    was answered NOT_ACTIVE and pressed again): one per user, for per-user counts."""
 
 
 @dataclass
@@ -210,7 +207,6 @@ class Model:
             if record.answer != IssueOutcome.NOT_ACTIVE.value:
                 break
             yield self.env.timeout(float(self.rng["clicks"].uniform(500, 1_500)))
-        record.counted = first_click
         yield from self._await_final(record)
         if first_click:
             self.progress(1)

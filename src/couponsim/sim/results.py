@@ -30,7 +30,6 @@ class Outcome:
     @property
     def summary(self) -> dict[str, Any]:
         answered = self.requests.dropna(subset=["answer_ms"])
-        users = self.requests[self.requests.counted]
         stored = self.requests[self.requests.final_state == "COMPLETED"]
         sold_out = self.timeline.loc[self.timeline.stock_left <= 0, "t_s"]
         latency = {
@@ -41,7 +40,7 @@ class Outcome:
         return {
             "scenario": self.run.scenario.name, "variant": self.run.scenario.variant.value,
             "users": self.run.scenario.traffic.users, "requests": len(self.requests),
-            "users_by_final_state": users.final_state.value_counts().to_dict(),
+            "users_by_final_state": users_by_final_state(self.requests),
             "sell_out_s": None if sold_out.empty else round(float(sold_out.iloc[0]), 3),
             "all_final_s": round(float(self.requests.final_s.max()), 3),
             "answer_latency_ms_by_path": latency,
@@ -56,6 +55,19 @@ class Outcome:
                          else round(self.fairness.rank_correlation, 4)},
             "wall_s": round(self.wall_s, 2),
         }
+
+
+OUTCOME_RANK = ("COMPLETED", "ISSUED", "FAILED", "GAVE_UP", "SOLD_OUT", "DUPLICATE",
+                "NOT_ACTIVE")
+"""A user with several requests (a double click, a press before the start and again
+after) ends with the best of them: a stored coupon over a refusal."""
+
+
+def users_by_final_state(requests: pd.DataFrame) -> dict[str, int]:
+    rank = {state: n for n, state in enumerate(OUTCOME_RANK)}
+    best = requests.assign(rank=requests.final_state.map(rank).fillna(len(rank)))
+    per_user = best.sort_values("rank").drop_duplicates("user").final_state
+    return {str(state): int(n) for state, n in per_user.value_counts().items()}
 
 
 def tables(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
