@@ -198,12 +198,21 @@ def _issued(event: CouponEvent, entry: QueueEntry) -> IssuedCoupon:
         issued_at_ms=entry.issued_ms, expires_at_ms=entry.issued_ms + event.validity_s * 1000)
 
 
+def _rows_before_crash(crash_at: CrashPoint | None, rows: int) -> int | None:
+    """The repository's test seam for a crash inside the transaction: how many rows it
+    writes before dying (half for MID_BATCH, all for BEFORE_COMMIT), else None."""
+    if crash_at is CrashPoint.MID_BATCH:
+        return rows // 2
+    if crash_at is CrashPoint.BEFORE_COMMIT:
+        return rows
+    return None
+
+
 def _persist(coupons: Sequence[IssuedCoupon], config: ConsumerConfig,
              crash_at: CrashPoint | None) -> Flow[dict[str, Decided]]:
     """Store the batch; if the database refuses it, store entry by entry so that one
     bad entry does not hold back the others. Entries refused alone are left out."""
-    fail_after = {CrashPoint.MID_BATCH: len(coupons) // 2,
-                  CrashPoint.BEFORE_COMMIT: len(coupons)}.get(crash_at)  # type: ignore[arg-type]
+    fail_after = _rows_before_crash(crash_at, len(coupons))
     try:
         decided: dict[str, Decided] = yield from _with_retries(
             DbCall("persist_issued", (coupons, fail_after)), config)
@@ -287,8 +296,7 @@ def consume_seed_batch(events: dict[str, CouponEvent], now_ms: int,
             events[entry["coupon"]] = yield from load_event(entry["coupon"])
         coupons.append(_issued(events[entry["coupon"]], QueueEntry(
             "", entry["request"], entry["user"], 1, int(entry["issued_ms"]))))
-    fail_after = {CrashPoint.MID_BATCH: len(coupons) // 2,
-                  CrashPoint.BEFORE_COMMIT: len(coupons)}.get(crash_at)  # type: ignore[arg-type]
+    fail_after = _rows_before_crash(crash_at, len(coupons))
     saved: list[tuple[IssuedCoupon, Decided]] = []
     for coupon_id in sorted({coupon.coupon_id for coupon in coupons}):
         group = [coupon for coupon in coupons if coupon.coupon_id == coupon_id]

@@ -4,6 +4,7 @@ The invariants and fairness are judged on the store itself after the run; the
 tables come from what the model recorded about each request and each sample.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,6 @@ def judge_fairness(run: Run, winners: list[str]) -> Fairness:
 
 def save(outcome: Outcome, directory: Path) -> list[Path]:
     """Write the tables (CSV), the summary (JSON) and the figures (PNG) to ``directory``."""
-    import json
-
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / "requests.csv", directory / "timeline.csv",
                directory / "summary.json", directory / "figures.png"]
