@@ -4,6 +4,8 @@ load, the hardened design holding, and the command line."""
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from couponsim.cli import main
@@ -17,9 +19,13 @@ from couponsim.errors import (
     UnknownCoupon,
     UnknownRequest,
 )
+from couponsim.keys import CouponKeys
 from couponsim.persistence.repository import Repository
+from couponsim.records import CouponStatus
+from couponsim.sim.results import room_waits
 from couponsim.sim.run import simulate
-from couponsim.sim.scenario import load_scenario, scenario_names
+from couponsim.sim.scenario import Scenario, load_scenario, scenario_names
+from couponsim.sim.traffic import Click, Kind, plan
 
 from .conftest import Backend
 
@@ -55,6 +61,12 @@ def test_the_bundled_scenarios_load() -> None:
     ('seed="x"', "seed"),
     ('gateway.enabled="no"', "true or false"),
     ("traffic.users.x=1", "not a table"),
+    ("traffic.ramp_share=1.5", "share from 0 to 1"),
+    ("traffic.bots=-1", "traffic.bots must not be negative"),
+    ("traffic.patience_s=0", "above 0"),
+    ("checkout.amount=-5", "checkout.amount must not be negative"),
+    ("checkout.cancel_share=2", "share from 0 to 1"),
+    ("checkout.nope=1", "unknown field"),
 ])
 def test_bad_scenario_values_are_refused_naming_the_field(override: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
@@ -93,7 +105,8 @@ def test_the_seed_variant_under_load_loses_coupons(embedded: SyncDriver) -> None
 def test_the_tables_and_summary_carry_what_a_planner_reads(embedded: SyncDriver) -> None:
     outcome = simulate(load_scenario("black_friday", SMALL), embedded)
     summary = outcome.summary
-    assert summary["users_by_final_state"]["COMPLETED"] == 200, "one per user who got one"
+    won = summary["users_by_final_state"]["COMPLETED"] + summary["bot_coupons"]
+    assert won == 200, "one per user who got one (bots are users too)"
     assert sum(summary["users_by_final_state"].values()) == 3000
     assert summary["sell_out_s"] is not None and summary["sell_out_s"] > 0
     assert summary["answer_latency_ms_by_path"]["direct"]["p99"] >= \
@@ -111,10 +124,14 @@ def test_the_overload_scenario_engages_the_gateway(embedded: SyncDriver) -> None
     assert outcome.report.ok, outcome.report.checks
     paths = set(outcome.requests.path)
     assert "queued: rate limited" in paths
-    final = set(outcome.requests.final_state)
-    assert final <= {"ISSUED", "COMPLETED", "SOLD_OUT", "DUPLICATE", "NOT_ACTIVE"}, final
+    people = outcome.requests[outcome.requests.kind != "bot"]
+    final = set(people.final_state)
+    assert final <= {"ISSUED", "COMPLETED", "SOLD_OUT", "DUPLICATE", "NOT_ACTIVE", "LEFT"}, final
     per_user = outcome.summary["users_by_final_state"]
     assert per_user.get("COMPLETED", 0) + per_user.get("ISSUED", 0) <= 100, "never more than stock"
+    waits = room_waits(outcome)
+    assert len(waits) > 1000 and (waits.position >= 1).all() and (waits.actual_wait_s >= 0).all()
+    assert (waits.estimated_wait_s == waits.position / 100).all(), "100 admitted a second"
 
 
 def test_the_command_runs_a_scenario_and_writes_its_files(
@@ -126,9 +143,9 @@ def test_the_command_runs_a_scenario_and_writes_its_files(
     out = capsys.readouterr().out
     assert "all invariants hold" in out and "sold out at" in out
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
-        "requests.csv", "timeline.csv", "summary.json", "figures.png"}
+        "requests.csv", "timeline.csv", "checkouts.csv", "summary.json", "figures.png"}
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["users_by_final_state"]["COMPLETED"] == 100
+    assert summary["users_by_final_state"]["COMPLETED"] + summary["bot_coupons"] == 100
     assert main(["run", "black_friday", *stores, "--users", "2000", "--stock", "5"]) == 2
     assert "belong to the spike job" in capsys.readouterr().err
     assert main(["run", "spike", *stores, "--set", "traffic.users=5"]) == 2
@@ -145,3 +162,95 @@ def test_errors_survive_simpys_copy_between_processes(error: Exception) -> None:
     """SimPy re-creates a failed process's exception as type(e)(*e.args)."""
     copy = type(error)(*error.args)
     assert (type(copy), str(copy)) == (type(error), str(error))
+
+
+def test_the_traffic_plan_adds_ramps_and_bots_without_moving_anyone_else() -> None:
+    spike = load_scenario("black_friday", ["traffic.users=2000", "traffic.early_share=0.1",
+                                           "traffic.bots=0"])
+    busy = load_scenario("black_friday", ["traffic.users=2000", "traffic.early_share=0.1",
+                                          "traffic.bots=3", "traffic.bot_requests=7"])
+
+    def clicks(scenario: Scenario) -> list[Click]:
+        streams = np.random.SeedSequence(1).spawn(2)
+        return plan(scenario.traffic, *(np.random.default_rng(s) for s in streams))
+
+    plain, with_bots = clicks(spike), clicks(busy)
+    assert [c.at_ms for c in plain] == sorted(c.at_ms for c in plain)
+    assert [c for c in with_bots if c.kind is not Kind.BOT] == plain
+    bots = [c for c in with_bots if c.kind is Kind.BOT]
+    assert len(bots) == 21 and len({c.request for c in bots}) == 21
+    assert sum(c.at_ms < 0 for c in plain if c.kind is Kind.FIRST) in range(150, 250)
+    ramp = clicks(load_scenario("black_friday", ["traffic.users=2000", "traffic.early_share=0",
+                                                 "traffic.ramp_share=1",
+                                                 "traffic.ramp_s=10"]))
+    times = np.array([c.at_ms for c in ramp if c.kind is Kind.FIRST])
+    assert times.min() >= 0 and times.max() <= 10_000
+    # a rising ramp: the second half of the window sees three times the first half's users
+    assert 2.5 < (times > 5_000).sum() / (times <= 5_000).sum() < 3.5
+
+
+def test_impatient_users_leave_the_room_and_the_room_knows(embedded: SyncDriver) -> None:
+    scenario = load_scenario("overload_10x", [
+        "traffic.users=3000", "event.stock=100", "traffic.spread_s=0.5",
+        "traffic.abandon_share=0.5", "traffic.patience_s=0.5"])
+    outcome = simulate(scenario, embedded)
+    assert outcome.report.ok, outcome.report.checks
+    finals = outcome.requests.groupby("user").final_state.agg(set)
+    left = set(finals[finals == {"LEFT"}].index)   # not back by a later click
+    assert len(left) > 100, "with half the users this impatient, many leave"
+    room = embedded.client.hgetall(CouponKeys(scenario.event.coupon_id).room)
+    assert {user for user in left if room.get(user) != "LEFT"} == set()
+    assert "GAVE_UP" not in set(outcome.requests.final_state), "nobody is forgotten"
+
+
+def test_retries_and_bots_never_take_two_coupons(embedded: SyncDriver) -> None:
+    scenario = load_scenario("black_friday", [
+        *SMALL, "traffic.retry_share=1", "traffic.client_timeout_ms=1", "traffic.bots=4",
+        "traffic.bot_requests=30", "traffic.bot_interval_ms=20"])
+    outcome = simulate(scenario, embedded)
+    assert outcome.report.ok, outcome.report.checks
+    kinds = outcome.summary["requests_by_kind"]
+    assert kinds["bot"] == 120 and kinds["retry"] > 0
+    holders = pd.Series([c.user_id for c in embedded.repository.coupons_of_event(
+        scenario.event.coupon_id)])
+    assert len(holders) == 200 and holders.is_unique, "one coupon per user, bots included"
+    assert outcome.summary["bot_coupons"] == holders.str.startswith("bot").sum()
+
+
+def test_checkout_uses_each_coupon_once_and_cancelled_ones_come_back(
+        embedded: SyncDriver) -> None:
+    scenario = load_scenario("black_friday", [
+        *SMALL, "checkout.share=1", "checkout.delay_s=1", "checkout.double_submit_share=1",
+        "checkout.cancel_share=0.5", "checkout.cancel_after_s=1"])
+    outcome = simulate(scenario, embedded)
+    assert outcome.report.ok, outcome.report.checks
+    applies = outcome.checkouts[outcome.checkouts.action == "apply"]
+    winners = 200 - outcome.summary["bot_coupons"]
+    assert len(applies) == 2 * winners, "every winner checked out, twice at once"
+    assert (applies.groupby("code").outcome.apply(lambda o: (o == "APPLIED").sum()) == 1).all()
+    released = outcome.checkouts[outcome.checkouts.outcome == "RELEASED"]
+    assert 50 < len(released) < 150
+    for code in released.code:
+        view = embedded.repository.find_coupon(code)
+        assert view is not None and view.status is CouponStatus.ACTIVE, "usable again"
+
+
+@pytest.mark.real_redis
+def test_a_run_on_a_real_redis_is_the_run_on_fakeredis(
+        fake_backend: Backend, real_backend: Backend, tmp_path: Path) -> None:
+    """The store only answers; virtual time decides when. The same seed gives the same
+    run, request for request, on either Redis."""
+    scenario = load_scenario("overload_10x", [
+        "traffic.users=2000", "event.stock=100", "traffic.spread_s=0.5",
+        "gateway.rate_limit_per_s=500", "traffic.abandon_share=0.2", "checkout.share=0.5"])
+    runs = []
+    for backend in (fake_backend, real_backend):
+        repository = Repository.from_url(f"sqlite:///{tmp_path / backend.name}.sqlite")
+        outcome = simulate(scenario, SyncDriver(backend.client, backend.url, repository))
+        assert outcome.report.ok, outcome.report.checks
+        runs.append(outcome)
+        repository.engine.dispose()
+    fake, real = runs
+    assert fake.requests.equals(real.requests)
+    assert fake.checkouts.equals(real.checkouts)
+    assert fake.timeline.equals(real.timeline)

@@ -112,6 +112,18 @@ def room_status(coupon_id: str, user_id: str, now_ms: int) -> Flow[RoomStatus]:
     return RoomStatus(state, position, size, eta, rate, request_id)
 
 
+def room_outcome(coupon_id: str, user_id: str) -> Flow[tuple[str | None, str | None]]:
+    """What the room told the user, and the request it issued with: the one read a user
+    makes when the room pushes news, lighter than :func:`room_status` (no position,
+    no rate) because a closing room pushes to everyone at once."""
+    keys = CouponKeys(coupon_id)
+    state, request_id = yield Pipeline((
+        Command("HGET", (keys.room, validate_id("user", user_id))),
+        Command("HGET", (keys.room_requests, user_id)),
+    ), atomic=True)
+    return state, request_id
+
+
 def admission_rate(batches: list[str]) -> float | None:
     """Users admitted per second while admitting, from batches ``at_ms:count`` (newest first).
 

@@ -2,6 +2,9 @@
 
 SQLite gets WAL and a busy timeout so that several consumer threads can
 write to one file; foreign keys are switched on, as SQLite leaves them off.
+``synchronous=NORMAL`` is SQLite's advice for WAL: a commit no longer waits for
+an fsync (2 ms each here, most of a checkout's cost), a crashed process loses
+nothing, and only a power cut can roll back the last commits, never corrupt.
 """
 
 from typing import Any
@@ -49,5 +52,6 @@ def make_engine(url: str) -> Engine:
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -32,21 +32,26 @@ from couponsim.flows.consume import (
 )
 from couponsim.flows.gateway import Gateway, admission_round, gateway_issue
 from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest
+from couponsim.flows.redeem import apply_coupon, apply_coupon_seed, release_coupon
 from couponsim.flows.status import read_seed_status, read_status
-from couponsim.flows.waiting_room import FINAL_STATES, room_status
+from couponsim.flows.waiting_room import FINAL_STATES, leave_room, room_outcome
 from couponsim.keys import SEED_ISSUE_QUEUE, CouponKeys
+from couponsim.pricing import ApplyRequest
 from couponsim.resilience.breaker import BreakerConfig, CircuitBreaker
 from couponsim.resilience.rate_limiter import RateLimiter, RateLimiterConfig
 from couponsim.resilience.time_limiter import TimeLimiter
 from couponsim.sim.components import RedisServer, Server
 from couponsim.sim.scenario import Scenario
+from couponsim.sim.traffic import Click, Kind, plan
 
 START_MS = 1_764_338_400_000
 """14:00:00 of the sale, in epoch milliseconds: the simulation clock is absolute."""
 DATABASE_POOL = 5
 SAMPLE_MS = 100.0
 MAX_EARLY_RETRIES = 10
-STREAMS = ("arrivals", "clicks", "network", "shuffle")
+STREAMS = ("arrivals", "clicks", "network", "shuffle", "behaviour", "checkout")
+"""One random stream per purpose; new purposes go at the end, so the streams of the
+old ones (and the runs they gave) stay as they were."""
 
 
 @dataclass
@@ -63,6 +68,23 @@ class RequestRecord:
     status_of: str = ""
     """The request whose status tells this one's outcome: its own, or (after the room
     served the user) the request the room issued with."""
+    kind: str = Kind.FIRST.value
+    room_position: int = 0
+    """The place the waiting room gave on joining (0: did not wait)."""
+    code: str = ""
+    """The coupon code, once stored."""
+
+
+@dataclass
+class CheckoutRecord:
+    user: str
+    order: str
+    code: str
+    action: str
+    """apply or release."""
+    started_ms: float
+    outcome: str = ""
+    done_ms: float | None = None
 
 
 @dataclass
@@ -80,6 +102,7 @@ class Run:
     scenario: Scenario
     requests: list[RequestRecord] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
+    checkouts: list[CheckoutRecord] = field(default_factory=list)
     gateway: Gateway | None = None
     end_ms: float = 0.0
 
@@ -106,6 +129,7 @@ class Model:
         self.room_news: dict[str, simpy.Event] = {}
         """Per waiting user, the push that tells them the room has news for them."""
         self.traffic_done = self.env.event()
+        self.clicks_live = 0
 
     def simulate(self) -> Run:
         event = CouponEvent(self.scenario.event.coupon_id, stock=self.scenario.event.stock,
@@ -113,7 +137,7 @@ class Model:
                             discount_value=self.scenario.event.discount_value,
                             starts_at_ms=START_MS)
         self.env.process(self._scheduler(event))   # warm-up at least 1 s before the start
-        self.env.process(self._traffic())
+        self._traffic()
         for n in range(self.scenario.consumers.count):
             self.env.process(self._consumer(f"consumer-{n}"))
         if self.run.gateway is not None:
@@ -178,41 +202,65 @@ class Model:
                          if self.scenario.variant is Variant.SEED
                          else lifecycle.activate(event.coupon_id))
 
-    def _traffic(self) -> Generator[simpy.Event, Any, None]:
-        traffic = self.scenario.traffic
-        arrivals, clicks = self.rng["arrivals"], self.rng["clicks"]
-        early = arrivals.random(traffic.users) < traffic.early_share
-        offsets = np.where(early, -arrivals.uniform(0, 5_000, traffic.users),
-                           arrivals.exponential(traffic.spread_s * 1000, traffic.users))
-        double = clicks.random(traffic.users) < traffic.double_click_share
-        delays = clicks.uniform(0, traffic.double_click_within_ms, traffic.users)
-        users = []
-        for n in np.argsort(offsets, kind="stable"):
-            users.append(self.env.process(
-                self._user(f"u{n}", f"r{n}", START_MS + offsets[n], first_click=True)))
-            if double[n]:
-                users.append(self.env.process(self._user(
-                    f"u{n}", f"r{n}b", START_MS + offsets[n] + delays[n], first_click=False)))
-        yield self.env.all_of(users)
-        self.traffic_done.succeed()
+    def _traffic(self) -> None:
+        for click in plan(self.scenario.traffic, self.rng["arrivals"], self.rng["clicks"]):
+            self._press(click)
 
-    def _user(self, user: str, request_id: str, at_ms: float,
-              first_click: bool) -> Generator[simpy.Event, Any, None]:
-        """One click: ask, then wait for the final answer. A user told the sale has not
-        started presses again a moment later (a new request), as people do."""
-        yield self.env.timeout(max(0.0, at_ms - self.env.now))
+    def _press(self, click: Click) -> None:
+        """Start a click; the last one to have its final answer ends the issuing traffic
+        (consumers and admissions stop after that; checkouts go on)."""
+        self.clicks_live += 1
+
+        def click_then_count() -> Generator[simpy.Event, Any, None]:
+            yield from self._click(click)
+            self.clicks_live -= 1
+            if not self.clicks_live:
+                self.traffic_done.succeed()
+
+        self.env.process(click_then_count())
+
+    def _click(self, click: Click) -> Generator[simpy.Event, Any, None]:
+        """One click, and what its user does about the answer.
+
+        A user told the sale has not started presses again a moment later (a new
+        request), as people do. A bot does not wait for anything.
+        """
+        traffic = self.scenario.traffic
+        behaviour = self.rng["behaviour"]
+        retries = click.kind is Kind.FIRST and behaviour.random() < traffic.retry_share
+        patience_ms = (float(behaviour.exponential(traffic.patience_s * 1000))
+                       if click.kind is Kind.FIRST and behaviour.random() < traffic.abandon_share
+                       else None)
+        yield self.env.timeout(max(0.0, START_MS + click.at_ms - self.env.now))
+        request_id, kind = click.request, click.kind
         for attempt in range(MAX_EARLY_RETRIES + 1):
-            record = yield from self._ask(user, f"{request_id}-{attempt}" if attempt
-                                          else request_id)
-            if record.answer != IssueOutcome.NOT_ACTIVE.value:
+            asked = self.env.process(self._ask(click.user, request_id, kind))
+            if retries:
+                yield asked | self.env.timeout(traffic.client_timeout_ms)
+                if not asked.triggered:      # no answer yet: press again, once
+                    retries = False
+                    self._press(Click(self.env.now - START_MS, click.user,
+                                      f"{click.request}-retry", Kind.RETRY))
+            record: RequestRecord = yield asked
+            if record.answer != IssueOutcome.NOT_ACTIVE.value or kind is Kind.BOT:
                 break
             yield self.env.timeout(float(self.rng["clicks"].uniform(500, 1_500)))
-        yield from self._await_final(record)
-        if first_click:
+            request_id, kind = f"{click.request}-{attempt + 1}", Kind.AGAIN_EARLY
+        if kind is Kind.BOT:
+            record.final_state, record.final_ms = record.answer, record.answered_ms
+            return
+        yield from self._await_final(record, patience_ms)
+        if retries and record.final_state in ("FAILED", "GAVE_UP"):
+            self._press(Click(self.env.now - START_MS, click.user, f"{click.request}-retry",
+                              Kind.RETRY))
+        if click.kind is Kind.FIRST:
             self.progress(1)
+        if record.final_state == "COMPLETED":
+            self.env.process(self._checkout(record))
 
-    def _ask(self, user: str, request_id: str) -> Generator[simpy.Event, Any, RequestRecord]:
-        record = RequestRecord(user, request_id, self.env.now)
+    def _ask(self, user: str, request_id: str,
+             kind: Kind) -> Generator[simpy.Event, Any, RequestRecord]:
+        record = RequestRecord(user, request_id, self.env.now, kind=kind.value)
         self.run.requests.append(record)
         request = IssueRequest(self.scenario.event.coupon_id, user, request_id)
         if self.scenario.sold_out_flag and self.sold_out_seen:
@@ -220,7 +268,7 @@ class Model:
         elif self.run.gateway is not None:
             shuffle = int(self.rng["shuffle"].integers(0, 1_000_000))
             answer = yield self._flow(gateway_issue(self.run.gateway, request, shuffle), record)
-            record.path = answer.path.value
+            record.path, record.room_position = answer.path.value, answer.position
             record.answer = answer.outcome.value if answer.outcome else answer.room_state
         else:
             result = yield self._flow(
@@ -231,35 +279,49 @@ class Model:
             self.sold_out_seen = True
         return record
 
-    def _await_final(self, record: RequestRecord) -> Generator[simpy.Event, Any, None]:
+    def _await_final(self, record: RequestRecord,
+                     patience_ms: float | None) -> Generator[simpy.Event, Any, None]:
         """Wait until the user knows: a stored coupon, or a final refusal; a user whose
-        status never comes gives up after ``status_timeout_s`` (GAVE_UP).
+        status never comes gives up after ``status_timeout_s`` (GAVE_UP), and an
+        impatient one leaves the waiting room (LEFT).
 
         An accepted request's status is polled. A user in the waiting room is pushed
-        the news instead (the room publishes every outcome), then reads it once: a
-        room of 100,000 polling every second would be a load no real room carries.
+        the news instead (the room publishes every outcome), then reads their state
+        once: a room of 100,000 polling every second would be a load no real room
+        carries.
         """
         coupon = self.scenario.event.coupon_id
         deadline = self.env.now + self.scenario.traffic.status_timeout_s * 1000
+        leave_at = deadline if patience_ms is None else min(deadline,
+                                                           self.env.now + patience_ms)
         while self.env.now < deadline:
             if record.answer == "ISSUED":
                 status_of = record.status_of or record.request
                 status = yield self._flow(
                     read_seed_status(status_of) if self.scenario.variant is Variant.SEED
                     else read_status(coupon, status_of), record)
-                state = status.state.value if status else ""
                 if status is not None and status.final:
-                    record.final_state, record.final_ms = state, self.env.now
+                    record.final_state, record.final_ms = status.state.value, self.env.now
+                    record.code = status.code
                     return
             elif record.answer in ("WAITING", "ADMITTED"):
                 news = self.room_news.setdefault(record.user, self.env.event())
-                yield news | self.env.timeout(deadline - self.env.now)
-                room = yield self._flow(room_status(coupon, record.user, int(self.env.now)),
-                                        record)
-                if room.state in FINAL_STATES:
-                    record.answer, record.status_of = room.state, room.request_id or ""
+                yield news | self.env.timeout(max(0.0, leave_at - self.env.now))
+                impatient = leave_at < deadline and self.env.now >= leave_at
+                if impatient and not news.triggered:
+                    left = yield self._flow(leave_room(coupon, record.user), record)
+                    if left and not news.triggered:
+                        news.succeed()           # the user's other clicks leave with them
+                    leave_at = deadline          # else admitted meanwhile: news is coming
+                state, request_id = yield self._flow(room_outcome(coupon, record.user),
+                                                     record)
+                if state == "LEFT":
+                    record.final_state, record.final_ms = "LEFT", self.env.now
+                    return
+                if state in FINAL_STATES:
+                    record.answer, record.status_of = state, request_id or ""
                     continue
-                if news.triggered:
+                if news.triggered and self.room_news.get(record.user) is news:
                     del self.room_news[record.user]     # not final yet: wait for the next
                 continue
             else:
@@ -267,6 +329,43 @@ class Model:
                 return
             yield self.env.timeout(self.scenario.traffic.status_poll_ms)
         record.final_state, record.final_ms = "GAVE_UP", self.env.now
+
+    def _checkout(self, record: RequestRecord) -> Generator[simpy.Event, Any, None]:
+        """Story 3: a winner applies the coupon to an order, perhaps twice at once, and
+        perhaps cancels the order later, which gives the coupon back."""
+        spec = self.scenario.checkout
+        rng = self.rng["checkout"]
+        if rng.random() >= spec.share:
+            return
+        yield self.env.timeout(float(rng.exponential(spec.delay_s * 1000)))
+        orders = [f"o-{record.user}"]
+        if rng.random() < spec.double_submit_share:
+            orders.append(f"o-{record.user}-2")
+        cancels = rng.random() < spec.cancel_share
+        applies = [self.env.process(self._apply(record, order)) for order in orders]
+        results = yield self.env.all_of(applies)
+        applied = [apply for apply in applies if results[apply].applied]
+        if cancels and applied:
+            yield self.env.timeout(float(rng.exponential(spec.cancel_after_s * 1000)))
+            order = results[applied[0]].order_id
+            checkout = CheckoutRecord(record.user, order, record.code, "release",
+                                      self.env.now)
+            self.run.checkouts.append(checkout)
+            released = yield self._flow(release_coupon(record.user, order, record.code,
+                                                       int(self.env.now)))
+            checkout.outcome = "RELEASED" if released.released else "NOT_HELD"
+            checkout.done_ms = self.env.now
+
+    def _apply(self, record: RequestRecord, order: str) -> Generator[simpy.Event, Any, Any]:
+        checkout = CheckoutRecord(record.user, order, record.code, "apply", self.env.now)
+        self.run.checkouts.append(checkout)
+        request = ApplyRequest(record.user, order, record.code, self.scenario.checkout.amount)
+        flow = (apply_coupon_seed(request, int(self.env.now))
+                if self.scenario.variant is Variant.SEED
+                else apply_coupon(request, int(self.env.now)))
+        result = yield self._flow(flow)
+        checkout.outcome, checkout.done_ms = result.outcome.value, self.env.now
+        return result
 
     def _consumer(self, name: str) -> Generator[simpy.Event, Any, None]:
         yield self.env.timeout(START_MS - self.env.now)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from couponsim.fairness import Fairness, fairness
 from couponsim.sim.model import START_MS, Run
+from couponsim.sim.traffic import Kind
 from couponsim.verify import InvariantReport
 
 
@@ -20,16 +21,22 @@ from couponsim.verify import InvariantReport
 class Outcome:
     run: Run
     requests: pd.DataFrame
-    """One row per request: arrival, path, answer, latencies (s from 14:00:00, ms)."""
+    """One row per request: why it was sent (kind), arrival, path, answer, latencies
+    (s from 14:00:00, ms)."""
     timeline: pd.DataFrame
     """One row per 100 ms sample: stock left, queue backlog, room size, breaker state,
     and requests answered in that bucket."""
     report: InvariantReport
     fairness: Fairness
     wall_s: float
+    checkouts: pd.DataFrame
+    """One row per apply or release at checkout (Story 3): user, order, code, outcome,
+    start (s from 14:00:00) and latency (ms)."""
 
     @property
     def summary(self) -> dict[str, Any]:
+        people = self.requests[self.requests.kind != Kind.BOT.value]
+        bots = self.requests[self.requests.kind == Kind.BOT.value]
         answered = self.requests.dropna(subset=["answer_ms"])
         stored = self.requests[self.requests.final_state == "COMPLETED"]
         sold_out = self.timeline.loc[self.timeline.stock_left <= 0, "t_s"]
@@ -41,9 +48,15 @@ class Outcome:
         return {
             "scenario": self.run.scenario.name, "variant": self.run.scenario.variant.value,
             "users": self.run.scenario.traffic.users, "requests": len(self.requests),
-            "users_by_final_state": users_by_final_state(self.requests),
+            "users_by_final_state": users_by_final_state(people),
+            "requests_by_kind": {str(k): int(n)
+                                 for k, n in self.requests.kind.value_counts().items()},
+            "bot_coupons": int(bots.answer.isin(["ISSUED"]).sum()),
+            "checkouts": {f"{action} {outcome}": int(n) for (action, outcome), n in
+                          self.checkouts.groupby(["action", "outcome"]).size().items()}
+            if len(self.checkouts) else {},
             "sell_out_s": None if sold_out.empty else round(float(sold_out.iloc[0]), 3),
-            "all_final_s": round(float(self.requests.final_s.max()), 3),
+            "all_final_s": round(float(people.final_s.max()), 3),
             "answer_latency_ms_by_path": latency,
             "coupon_stored_latency_ms": {f"p{q}": round(float(
                 stored.status_ms.quantile(q / 100)), 2) for q in (50, 95, 99)}
@@ -58,7 +71,7 @@ class Outcome:
         }
 
 
-OUTCOME_RANK = ("COMPLETED", "ISSUED", "FAILED", "GAVE_UP", "SOLD_OUT", "DUPLICATE",
+OUTCOME_RANK = ("COMPLETED", "ISSUED", "FAILED", "GAVE_UP", "LEFT", "SOLD_OUT", "DUPLICATE",
                 "NOT_ACTIVE")
 """A user with several requests (a double click, a press before the start and again
 after) ends with the best of them: a stored coupon over a refusal."""
@@ -71,7 +84,7 @@ def users_by_final_state(requests: pd.DataFrame) -> dict[str, int]:
     return {str(state): int(n) for state, n in per_user.value_counts().items()}
 
 
-def tables(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
+def tables(run: Run) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     requests = pd.DataFrame([vars(r) for r in run.requests])
     requests["arrival_s"] = (requests.arrival_ms - START_MS) / 1000
     requests["answer_ms"] = requests.answered_ms - requests.arrival_ms
@@ -83,7 +96,28 @@ def tables(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
     answered_at = pd.Series((r.answered_ms for r in run.requests if r.answered_ms), dtype=float)
     buckets = ((answered_at - START_MS) // 100).value_counts()
     timeline["answered"] = ((timeline.at_ms - START_MS) // 100).map(buckets).fillna(0)
-    return requests, timeline.drop(columns=["at_ms"])
+    checkouts = pd.DataFrame([vars(c) for c in run.checkouts], columns=[
+        "user", "order", "code", "action", "started_ms", "outcome", "done_ms"])
+    checkouts["start_s"] = (checkouts.started_ms - START_MS) / 1000
+    checkouts["latency_ms"] = checkouts.done_ms - checkouts.started_ms
+    checkouts = checkouts.drop(columns=["started_ms", "done_ms"])
+    return requests, timeline.drop(columns=["at_ms"]), checkouts
+
+
+def room_waits(outcome: Outcome) -> pd.DataFrame:
+    """For each request that waited in the room: its place, the wait the configured
+    admission pace promised (place / users admitted per second) and the wait it got
+    (until its final answer). The promise ignores sell-out, which ends every wait at
+    once, and a place in the pre-queue (joined before the start) is only a draw that
+    later joiners may beat: the table shows how far a room's estimate can be trusted."""
+    gateway = outcome.run.scenario.gateway
+    pace = gateway.admission_batch / gateway.admission_interval_s
+    waited = outcome.requests[outcome.requests.room_position > 0]
+    return pd.DataFrame({
+        "user": waited.user, "joined_s": waited.arrival_s, "position": waited.room_position,
+        "estimated_wait_s": waited.room_position / pace,
+        "actual_wait_s": (waited.status_ms - waited.answer_ms) / 1000,
+        "final_state": waited.final_state})
 
 
 def judge_fairness(run: Run, winners: list[str]) -> Fairness:
@@ -95,19 +129,18 @@ def save(outcome: Outcome, directory: Path) -> list[Path]:
     """Write the tables (CSV), the summary (JSON) and the figures (PNG) to ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / "requests.csv", directory / "timeline.csv",
-               directory / "summary.json", directory / "figures.png"]
+               directory / "checkouts.csv", directory / "summary.json",
+               directory / "figures.png"]
     outcome.requests.to_csv(written[0], index=False)
     outcome.timeline.to_csv(written[1], index=False)
-    written[2].write_text(json.dumps(outcome.summary, indent=2, default=str))
-    figure(outcome).savefig(written[3], dpi=110, bbox_inches="tight")
+    outcome.checkouts.to_csv(written[2], index=False)
+    written[3].write_text(json.dumps(outcome.summary, indent=2, default=str))
+    figure(outcome).savefig(written[4], dpi=110, bbox_inches="tight")
     return written
 
 
 def figure(outcome: Outcome) -> Any:
     """Throughput and stock, answer latency by path, backlog and room, breaker state."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     timeline, requests = outcome.timeline, outcome.requests

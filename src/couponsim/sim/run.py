@@ -19,6 +19,6 @@ def simulate(scenario: Scenario, driver: SyncDriver,
     run = Model(scenario, driver, progress).simulate()
     report = driver.run(check_invariants(scenario.event.coupon_id, with_database=True))
     winners = driver.run(winners_in_order(scenario.event.coupon_id))
-    requests, timeline = tables(run)
+    requests, timeline, checkouts = tables(run)
     return Outcome(run, requests, timeline, report, judge_fairness(run, winners),
-                   time.perf_counter() - started)
+                   time.perf_counter() - started, checkouts)

@@ -37,6 +37,23 @@ class TrafficSpec:
     status_poll_ms: float = 500.0
     status_timeout_s: float = 300.0
     """How long a user waits for a final status before giving up (the design's 5 min)."""
+    ramp_share: float = 0.0
+    """Users who come on a ramp over ``ramp_s`` after the start (their arrival rate
+    rising steadily from nothing) rather than in the spike."""
+    ramp_s: float = 60.0
+    retry_share: float = 0.0
+    """Users who press again, once, when no answer came within ``client_timeout_ms``
+    or the answer was FAILED or GAVE_UP."""
+    client_timeout_ms: float = 3_000.0
+    abandon_share: float = 0.0
+    """Users who leave the waiting room when their patience (exponential, mean
+    ``patience_s``) runs out."""
+    patience_s: float = 30.0
+    bots: int = 0
+    """Scripts that hammer: each sends ``bot_requests`` requests, one every
+    ``bot_interval_ms`` from a second before the start, without waiting for answers."""
+    bot_requests: int = 20
+    bot_interval_ms: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,24 @@ class ConsumerSpec:
     count: int = 2
     batch_size: int = 100
     poll_ms: float = 50.0
+
+
+@dataclass(frozen=True)
+class CheckoutSpec:
+    """Story 3 after the sale: winners apply their coupon to an order."""
+
+    share: float = 0.0
+    """Winners who check out, an exponential time (mean ``delay_s``) after their coupon
+    is stored."""
+    delay_s: float = 60.0
+    double_submit_share: float = 0.0
+    """Checkouts sent twice at once, as two orders: the coupon must be used once."""
+    cancel_share: float = 0.0
+    """Orders cancelled after an exponential time (mean ``cancel_after_s``): the coupon
+    comes back."""
+    cancel_after_s: float = 30.0
+    amount: int = 50_000
+    """The order's amount before the discount, in minor units (KRW)."""
 
 
 @dataclass(frozen=True)
@@ -85,16 +120,19 @@ class Scenario:
     latency: LatencySpec = field(default_factory=LatencySpec)
     consumers: ConsumerSpec = field(default_factory=ConsumerSpec)
     gateway: GatewaySpec = field(default_factory=GatewaySpec)
+    checkout: CheckoutSpec = field(default_factory=CheckoutSpec)
 
     def __post_init__(self) -> None:
         _check(self)
 
 
 _POSITIVE = {"stock", "users", "count", "batch_size", "status_poll_ms", "poll_ms",
-             "status_timeout_s",
+             "status_timeout_s", "ramp_s", "client_timeout_ms", "patience_s", "bot_requests",
+             "bot_interval_ms", "delay_s", "cancel_after_s",
              "rate_limit_per_s", "time_limit_ms", "breaker_window", "breaker_minimum_calls",
              "breaker_half_open_calls", "admission_batch", "admission_interval_s"}
-_SHARES = {"early_share", "double_click_share"}
+_SHARES = {"early_share", "double_click_share", "ramp_share", "retry_share", "abandon_share",
+           "share", "double_submit_share", "cancel_share"}
 
 
 def _check(scenario: Scenario) -> None:
@@ -108,7 +146,7 @@ def _check(scenario: Scenario) -> None:
     except ValueError:
         raise InvalidInput(f"variant must be one of {', '.join(Variant)}, "
                            f"got {scenario.variant!r}") from None
-    for section in ("event", "traffic", "latency", "consumers", "gateway"):
+    for section in _SECTIONS:
         spec = getattr(scenario, section)
         for item in fields(spec):
             value = getattr(spec, item.name)
@@ -176,7 +214,7 @@ def _parse_value(raw: str) -> Any:
 
 _SECTIONS: dict[str, type] = {"event": EventSpec, "traffic": TrafficSpec,
                               "latency": LatencySpec, "consumers": ConsumerSpec,
-                              "gateway": GatewaySpec}
+                              "gateway": GatewaySpec, "checkout": CheckoutSpec}
 
 
 def _build(document: dict[str, Any]) -> Scenario:
