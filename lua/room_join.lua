@@ -16,7 +16,8 @@
 --   state     WAITING (position = rank + 1); ADMITTED (being served now);
 --             ISSUED / SOLD_OUT / DUPLICATE / NOT_ACTIVE: the answer, without joining
 --             (a told outcome is kept; a sold-out or closed room answers ISSUED to a
---             user who holds a coupon, else SOLD_OUT; an ended event NOT_ACTIVE);
+--             user who holds a coupon, else SOLD_OUT or the reason it closed, also
+--             to a user it closed on while they waited; an ended event NOT_ACTIVE);
 --             UNKNOWN (no such event); CONFLICT (the request id is another user's)
 -- Arrival scores are the caller's clock; equal scores fall back to the user id, so
 -- the order is deterministic. A user already waiting keeps their place; one who
@@ -34,10 +35,11 @@ if owner and owner ~= ARGV[1] then
   return {'CONFLICT', 0, size}
 end
 local state = redis.call('HGET', KEYS[2], ARGV[1])
-if state == 'WAITING' then
+local closed = redis.call('HGET', KEYS[2], ':closed')
+if state == 'WAITING' and not closed then
   return {'WAITING', redis.call('ZRANK', KEYS[1], ARGV[1]) + 1, size}
 end
-if state and state ~= 'LEFT' then
+if state and state ~= 'LEFT' and state ~= 'WAITING' then
   return {state, 0, size}
 end
 local now = tonumber(ARGV[3])
@@ -45,12 +47,11 @@ local ends_at = tonumber(info[2])
 if redis.call('GET', KEYS[5]) == 'ended' or (ends_at > 0 and now >= ends_at) then
   return {'NOT_ACTIVE', 0, size}
 end
-if redis.call('HEXISTS', KEYS[2], ':closed') == 1
-    or tonumber(redis.call('GET', KEYS[6]) or '0') <= 0 then
+if closed or tonumber(redis.call('GET', KEYS[6]) or '0') <= 0 then
   if tonumber(redis.call('HGET', KEYS[7], ARGV[1]) or '0') > 0 then
     return {'ISSUED', 0, size}
   end
-  return {'SOLD_OUT', 0, size}
+  return {closed or 'SOLD_OUT', 0, size}
 end
 local score = now
 if now < tonumber(info[1]) then

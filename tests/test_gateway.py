@@ -24,6 +24,7 @@ from couponsim.flows.gateway import (
 )
 from couponsim.flows.issue import IssueOutcome, IssueRequest
 from couponsim.flows.throttle import SharedLimit
+from couponsim.flows.waiting_room import room_outcomes
 from couponsim.keys import CouponKeys
 from couponsim.persistence.repository import Repository
 from couponsim.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
@@ -88,7 +89,7 @@ def overload_burst(backend: Backend, repository: Repository,
     # Winners in the order the issue script chose them: the queue's own order.
     winners = [fields["user"] for _id, fields in backend.client.xrange(CouponKeys("c1").queue)]
     drain(driver, "c1")
-    return Burst(answers, backend.client.hgetall(CouponKeys("c1").room), breaker,
+    return Burst(answers, driver.run(room_outcomes("c1")), breaker,
                  driver.run(check_invariants("c1", with_database=True)),
                  fairness(users, winners, STOCK))
 

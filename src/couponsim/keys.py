@@ -106,7 +106,8 @@ class CouponKeys:
     @property
     def room(self) -> str:
         """Hash: each user's state in the waiting room (WAITING, LEFT, or the outcome
-        told), and ``:closed`` once the room was drained on sell-out."""
+        told), and ``:closed`` (the reason) once the room closed. A user still WAITING
+        in a closed room was closed on: see ``flows.waiting_room.told``."""
         return f"coupon:room:{self.tag}"
 
     @property

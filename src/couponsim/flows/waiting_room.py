@@ -3,7 +3,7 @@
 Per coupon, a sorted set scored by arrival (ties by user id), a state per user
 and the request id their admission will issue with. An admission job takes the
 next users out atomically, runs their issue flows and tells each the outcome;
-on sell-out it drains the room at once and closes it. The seed's admission, as
+on sell-out it closes the room at once, in O(1). The seed's admission, as
 written, only removes users who got a coupon: the rest stay and are retried
 every second for ever, and nobody is told.
 """
@@ -31,6 +31,8 @@ SEED_ADMISSION_BATCH = 100
 ADMISSIONS_REMEMBERED = 10
 """Batches kept to measure the admission rate."""
 PRE_QUEUE_SPREAD = 1_000_000
+CLOSED = ":closed"
+"""The room hash's field for the reason it closed (no user id can start with ':')."""
 
 
 FINAL_STATES = frozenset({"ISSUED", "DUPLICATE", "SOLD_OUT", "NOT_ACTIVE", "FAILED"})
@@ -66,8 +68,8 @@ class Admission:
     """What each admitted user was told (an IssueOutcome value, FAILED, or REQUEUE for
     one admitted before the event started, who is back in line)."""
     drained: int = 0
-    """Waiting users told their outcome when the room closed (SOLD_OUT, or ISSUED
-    for one who already holds a coupon)."""
+    """Users still waiting when the room closed: their answer is the reason it closed
+    (or ISSUED for one who already holds a coupon), see :func:`told`."""
 
 
 def join_room(coupon_id: str, user_id: str, request_id: str, now_ms: int,
@@ -98,18 +100,20 @@ def leave_room(coupon_id: str, user_id: str) -> Flow[bool]:
 def room_status(coupon_id: str, user_id: str, now_ms: int) -> Flow[RoomStatus]:
     """Where the user stands, and how long the measured admission rate says it will take."""
     keys = CouponKeys(coupon_id)
-    rank, size, state, batches, request_id = yield Pipeline((
+    rank, size, state, batches, request_id, closed, held = yield Pipeline((
         Command("ZRANK", (keys.waiting, validate_id("user", user_id))),
         Command("ZCARD", (keys.waiting,)),
         Command("HGET", (keys.room, user_id)),
         Command("LRANGE", (keys.admissions, 0, -1)),
         Command("HGET", (keys.room_requests, user_id)),
+        Command("HGET", (keys.room, CLOSED)),
+        Command("HGET", (keys.holders, user_id)),
     ), atomic=True)
     validate_ms("now_ms", now_ms)
     rate = admission_rate(batches)
     position = 0 if rank is None else rank + 1
     eta = None if rate is None or not position else position / rate
-    return RoomStatus(state, position, size, eta, rate, request_id)
+    return RoomStatus(told(state, closed, held), position, size, eta, rate, request_id)
 
 
 def room_outcome(coupon_id: str, user_id: str) -> Flow[tuple[str | None, str | None]]:
@@ -117,11 +121,34 @@ def room_outcome(coupon_id: str, user_id: str) -> Flow[tuple[str | None, str | N
     makes when the room pushes news, lighter than :func:`room_status` (no position,
     no rate) because a closing room pushes to everyone at once."""
     keys = CouponKeys(coupon_id)
-    state, request_id = yield Pipeline((
+    state, request_id, closed, held = yield Pipeline((
         Command("HGET", (keys.room, validate_id("user", user_id))),
         Command("HGET", (keys.room_requests, user_id)),
+        Command("HGET", (keys.room, CLOSED)),
+        Command("HGET", (keys.holders, user_id)),
     ), atomic=True)
-    return state, request_id
+    return told(state, closed, held), request_id
+
+
+def room_outcomes(coupon_id: str) -> Flow[dict[str, str]]:
+    """Every user's state in the room, as told: for checks and operators, not for a
+    request path (it reads the whole room)."""
+    keys = CouponKeys(coupon_id)
+    room, holders = yield Pipeline((Command("HGETALL", (keys.room,)),
+                                    Command("HGETALL", (keys.holders,))), atomic=True)
+    closed = room.pop(CLOSED, None)
+    return {user: told(state, closed, holders.get(user)) or state
+            for user, state in room.items()}
+
+
+def told(state: str | None, closed: str | None, held: str | None) -> str | None:
+    """A user's answer from their stored state: closing the room does not visit each
+    waiting user (that blocked Redis for a time proportional to the crowd), so one
+    still WAITING in a closed room has the room's reason, or ISSUED if they hold a
+    coupon (a request that timed out at the gateway after the script issued it)."""
+    if state == "WAITING" and closed:
+        return "ISSUED" if int(held or 0) > 0 else closed
+    return state
 
 
 def admission_rate(batches: list[str]) -> float | None:
@@ -195,7 +222,7 @@ def _serve(coupon_id: str, users: Sequence[tuple[str, str, float]],
         outcomes = {u: "NOT_ACTIVE" if o == "REQUEUE" else o for u, o in outcomes.items()}
     triples = [item for user, outcome in outcomes.items()
                for item in (user, outcome, scores.get(user, now_ms))]
-    drained = yield Script("room_settle", (keys.waiting, keys.room, keys.holders),
+    drained = yield Script("room_settle", (keys.waiting, keys.room),
                            (keys.room_channel, close, *triples))
     return Admission(outcomes, drained)
 
