@@ -114,6 +114,7 @@ def test_the_tables_and_summary_carry_what_a_planner_reads(embedded: SyncDriver)
     assert set(outcome.timeline.columns) >= {"t_s", "stock_left", "backlog", "room", "answered"}
     assert outcome.timeline.stock_left.iloc[-1] == 0
     assert outcome.requests.answer_ms.notna().all(), "every request was answered"
+    assert (outcome.requests.final_state != "").all(), "and ended with a final state"
 
 
 def test_the_overload_scenario_engages_the_gateway(embedded: SyncDriver) -> None:

@@ -244,6 +244,7 @@ class Model:
             record: RequestRecord = yield asked
             if record.answer != IssueOutcome.NOT_ACTIVE.value or kind is Kind.BOT:
                 break
+            record.final_state, record.final_ms = record.answer, record.answered_ms
             yield self.env.timeout(float(self.rng["clicks"].uniform(500, 1_500)))
             request_id, kind = f"{click.request}-{attempt + 1}", Kind.AGAIN_EARLY
         if kind is Kind.BOT:
