@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import pytest
 import simpy
 
+from couponsim.connection import connect
 from couponsim.consumers import drain
 from couponsim.drivers.simulated import flow_process, with_latency
 from couponsim.drivers.sync import SyncDriver
 from couponsim.effects import Effect
-from couponsim.errors import RequestIdConflict
+from couponsim.errors import RedisUnavailable, RequestIdConflict, UnknownCoupon
 from couponsim.fairness import Fairness, fairness
 from couponsim.flows.gateway import (
     Gateway,
@@ -158,13 +159,24 @@ def test_before_the_start_the_gateway_sends_users_to_the_shuffled_pre_queue(
     assert admission is not None and list(admission.outcomes) == ["b", "c", "a"]
 
 
-def test_a_failed_call_of_any_kind_counts_against_the_breaker(driver: SyncDriver) -> None:
+def test_the_callers_mistakes_do_not_open_the_breaker_but_a_failing_redis_does(
+        driver: SyncDriver) -> None:
+    """resilience4j's ignoreExceptions: a client sending unknown coupons or another
+    user's request id must not open the breaker for everyone."""
     open_event(driver, stock=5)
-    gateway = Gateway(CircuitBreaker(BreakerConfig(window_size=2, minimum_calls=2)))
+    gateway = Gateway(CircuitBreaker(BreakerConfig(window_size=2, minimum_calls=2)),
+                      queue_behind_waiters=False)   # the issue call is the first round trip
     driver.run(gateway_issue(gateway, IssueRequest("c1", "a", "taken")))
-    for _ in range(2):   # the same request id from another user: a conflict, a failure
+    for _ in range(3):
         with pytest.raises(RequestIdConflict):
             driver.run(gateway_issue(gateway, IssueRequest("c1", "b", "taken")))
+        with pytest.raises(UnknownCoupon):
+            driver.run(gateway_issue(gateway, IssueRequest("nope", "b", "r-b")))
+    assert gateway.breaker.state is BreakerState.CLOSED
+    down = SyncDriver(connect("redis://127.0.0.1:1/0", check=False), "redis://127.0.0.1:1/0")
+    for _ in range(2):
+        with pytest.raises(RedisUnavailable):
+            down.run(gateway_issue(gateway, IssueRequest("c1", "c", "r-c")))
     assert gateway.breaker.state is BreakerState.OPEN
 
 

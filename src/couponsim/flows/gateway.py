@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from couponsim.effects import Command, Now, Pause
+from couponsim.errors import InvalidInput, RequestIdConflict, UnknownCoupon
 from couponsim.flows import Flow, Variant
 from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest
 from couponsim.flows.throttle import SharedLimit, acquire_shared
@@ -26,6 +27,9 @@ from couponsim.keys import CouponKeys
 from couponsim.resilience.breaker import CircuitBreaker
 from couponsim.resilience.rate_limiter import RateLimiter
 from couponsim.resilience.time_limiter import TimeLimiter
+
+CALLER_ERRORS = (InvalidInput, UnknownCoupon, RequestIdConflict)
+"""Errors that say the request was wrong: they neither open nor close the breaker."""
 
 
 class Path(StrEnum):
@@ -95,6 +99,12 @@ def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0) -> 
         return (yield from _queue(request, Path.BREAKER_OPEN, arrived_ms, shuffle))
     try:
         result = yield from ISSUE_FLOWS[gateway.variant](request, now_ms)
+    except CALLER_ERRORS:
+        # The caller's mistake, not the system's health: resilience4j's ignoreExceptions.
+        # Counted as failures, a client sending unknown coupons could open the breaker
+        # for everyone.
+        gateway.breaker.release_permission()
+        raise
     except Exception:
         finished_ms = yield Now()
         gateway.breaker.record(finished_ms / 1000, (finished_ms - now_ms) / 1000, failed=True)

@@ -150,6 +150,12 @@ class CircuitBreaker:
         self.not_permitted += 1
         return False
 
+    def release_permission(self) -> None:
+        """Give back a permit without recording a call: resilience4j's
+        ``releasePermission``, used for an ignored exception (the caller's mistake)."""
+        if self.state is BreakerState.HALF_OPEN:
+            self._half_open_left += 1
+
     def record(self, now: float, duration_s: float, failed: bool) -> None:
         """Record a permitted call's outcome: ``failed`` as the caller classifies it
         (an error or a timeout; SOLD_OUT and DUPLICATE are answers, not failures)."""
