@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fakeredis
-import redis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from couponsim.connection import connect
+from couponsim.connection import RedisClient, connect
 from couponsim.drivers import advance
 from couponsim.drivers.sync import SyncDriver
 from couponsim.effects import Effect
@@ -66,7 +65,7 @@ class Store:
         self.redis_url = redis_url
 
     def driver(self) -> SyncDriver:
-        client: redis.Redis
+        client: RedisClient
         if self.redis_url.startswith("fake://"):
             client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
         else:
@@ -130,6 +129,21 @@ def run_schedule(scenario: Scenario, variant: Variant, choose: Chooser,
     finally:
         if driver.repository is not None:
             driver.repository.engine.dispose()
+
+
+def replay(scenario: Scenario, variant: Variant, choices: list[int],
+           store: Store | None = None) -> Execution:
+    """Run ``choices`` (another run's, e.g. the seed's counterexample) again, here on
+    ``variant``: the same decisions of which live actor advances next, in the same
+    order, so the hardened flows face the interleaving that broke the seed's.
+
+    Actors are listed in the same order in both variants; where fewer are live than
+    a choice names, the last live one advances, and past the end of ``choices`` the
+    first. Replayed on the same variant, the run is the same one.
+    """
+    remaining = iter(choices)
+    return run_schedule(scenario, variant, lambda live: min(next(remaining, 0), live - 1),
+                        store)
 
 
 def search(scenario: Scenario, variant: Variant, examples: int,

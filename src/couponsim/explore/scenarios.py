@@ -11,13 +11,11 @@ from typing import Any
 
 from couponsim.consumers import drain, drain_seed
 from couponsim.drivers.sync import SyncDriver
-from couponsim.effects import Command
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow, Variant, lifecycle
 from couponsim.flows.consume import CrashPoint, consume_batch, consume_seed_batch, load_event
 from couponsim.flows.issue import ISSUE_FLOWS, IssueRequest
-from couponsim.flows.redeem import APPLY_FLOWS
-from couponsim.keys import redemption_lock_key
+from couponsim.flows.redeem import APPLY_FLOWS, lock_expires
 from couponsim.pricing import ApplyRequest
 
 COUPON = "explore"
@@ -109,12 +107,7 @@ def _redemption_actors(variant: Variant, context: dict[str, Any]) -> list[Actor]
 
 def _lock_expiry_actors(variant: Variant, context: dict[str, Any]) -> list[Actor]:
     return [*_checkouts(variant, context["code"]),
-            Actor("lock TTL expires", _expire(redemption_lock_key(context["code"])))]
-
-
-def _expire(key: str) -> Flow[None]:
-    """The moment a key's TTL runs out: it is gone."""
-    yield Command("DEL", (key,))
+            Actor("lock TTL expires", lock_expires(context["code"]))]
 
 
 def _warmup_setup(driver: SyncDriver, variant: Variant) -> dict[str, Any]:

@@ -107,6 +107,13 @@ def release_coupon(user_id: str, order_id: str, code: str, now_ms: int) -> Flow[
     return ReleaseResult(code, order_id, status)
 
 
+def lock_expires(code: str) -> Flow[None]:
+    """The moment the checkout lock's TTL runs out under a slow write: the key is gone.
+    Races are explored with this as an actor of its own, so any interleaving of the
+    expiry with the applies can be tried."""
+    yield Command("DEL", (redemption_lock_key(code),))
+
+
 def _announce(view: CouponView, status: CouponStatus, order_id: str, event: str,
               now_ms: int) -> Flow[None]:
     """Bring the user's cache in line with the database, and publish the usage event."""
