@@ -3,10 +3,11 @@
 import pytest
 import simpy
 
+from couponsim.confidence import confidence_interval, t_975
 from couponsim.effects import Command
 from couponsim.errors import InvalidInput
 from couponsim.sim.components import RedisServer
-from couponsim.sim.validation import confidence_interval, replicate
+from couponsim.sim.validation import replicate
 from couponsim.theory import (
     erlang_b,
     erlang_c,
@@ -112,3 +113,8 @@ def test_a_confidence_interval_needs_two_replications() -> None:
         confidence_interval([1.0])
     interval = confidence_interval([1.0, 2.0, 3.0])
     assert interval.mean == 2.0 and interval.low < 2.0 < interval.high
+
+
+def test_past_the_t_table_the_interval_stays_on_the_wide_side() -> None:
+    assert t_975(4) == 2.776 and t_975(24) == 2.086 and t_975(35) == 2.042
+    assert t_975(10_000) == 1.980 > 1.96

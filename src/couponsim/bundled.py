@@ -1,4 +1,5 @@
-"""Where the files the package ships beside its code are: lua/ and data/scenarios/.
+"""Where the files the package ships beside its code are: lua/, data/scenarios/ and
+data/sweeps/.
 
 They live at the repository root so they read as part of the design; the wheel
 copies them into the package (pyproject.toml, force-include). An editable
@@ -7,12 +8,13 @@ install runs from src/, so there they are found two levels up.
 
 from pathlib import Path
 
-_IN_WHEEL = {"lua": "lua", "scenarios": "scenarios"}
-_IN_REPOSITORY = {"lua": "lua", "scenarios": "data/scenarios"}
+_IN_WHEEL = {"lua": "lua", "scenarios": "scenarios", "sweeps": "sweeps"}
+_IN_REPOSITORY = {"lua": "lua", "scenarios": "data/scenarios", "sweeps": "data/sweeps"}
 
 
 def bundled_dir(name: str) -> Path:
-    """The directory ``name`` (``lua`` or ``scenarios``), installed or in a source checkout."""
+    """The directory ``name`` (``lua``, ``scenarios`` or ``sweeps``), installed or in a
+    source checkout."""
     packaged = Path(__file__).with_name(_IN_WHEEL[name])
     if packaged.is_dir():
         return packaged
