@@ -9,18 +9,24 @@ then polls the status of an accepted request until it is final. Consumers drain
 the queue; the scheduler warms up and activates the event; the admission job
 works off the waiting room. Each purpose draws from its own random stream of one
 seed (numpy SeedSequence), so a run replays bit for bit.
+
+A failover (``[failover]``) kills the primary mid-sale: the replica, promoted, holds
+the primary's store as it was the replication lag earlier (see ``_failover``).
 """
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+import fakeredis
 import numpy as np
+import redis
 import simpy
 
 from couponsim.drivers.simulated import flow_process
 from couponsim.drivers.sync import SyncDriver
 from couponsim.effects import Command, DbCall, Effect, Pipeline, Script
+from couponsim.errors import InvalidInput
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow, Variant, lifecycle
 from couponsim.flows.consume import (
@@ -35,7 +41,7 @@ from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest
 from couponsim.flows.redeem import apply_coupon, apply_coupon_seed, release_coupon
 from couponsim.flows.status import read_seed_status, read_status
 from couponsim.flows.waiting_room import FINAL_STATES, leave_room, room_outcome
-from couponsim.keys import SEED_ISSUE_QUEUE, CouponKeys
+from couponsim.keys import SEED_ISSUE_QUEUE, CouponKeys, seed_status_key
 from couponsim.pricing import ApplyRequest
 from couponsim.resilience.breaker import BreakerConfig, CircuitBreaker
 from couponsim.resilience.rate_limiter import RateLimiter, RateLimiterConfig
@@ -49,7 +55,10 @@ START_MS = 1_764_338_400_000
 DATABASE_POOL = 5
 SAMPLE_MS = 100.0
 MAX_EARLY_RETRIES = 10
-STREAMS = ("arrivals", "clicks", "network", "shuffle", "behaviour", "checkout")
+FORGOTTEN = "FORGOTTEN"
+"""The final state of a request answered ISSUED that the store (a promoted replica)
+no longer knows."""
+STREAMS = ("arrivals", "clicks", "network", "shuffle", "behaviour", "checkout", "failover")
 """One random stream per purpose; new purposes go at the end, so the streams of the
 old ones (and the runs they gave) stay as they were."""
 
@@ -97,6 +106,19 @@ class Sample:
     breaker: str
 
 
+@dataclass(frozen=True)
+class Failover:
+    """What the primary's death cost, as the model saw it happen."""
+
+    at_ms: float
+    lag_ms: float
+    """The lag the replica had: the primary's writes of this last stretch were lost."""
+    acknowledged: int
+    """Requests answered ISSUED before the death."""
+    forgotten: tuple[str, ...]
+    """Of those, the requests whose record the promoted store does not have."""
+
+
 @dataclass
 class Run:
     scenario: Scenario
@@ -105,13 +127,20 @@ class Run:
     checkouts: list[CheckoutRecord] = field(default_factory=list)
     gateway: Gateway | None = None
     end_ms: float = 0.0
+    failover: Failover | None = None
 
 
 class Model:
     def __init__(self, scenario: Scenario, driver: SyncDriver,
                  progress: Callable[[int], None] | None = None) -> None:
+        if scenario.failover.at_s >= 0 and not isinstance(driver.client, fakeredis.FakeRedis):
+            raise InvalidInput(
+                "failover.at_s: the simulated failover promotes an embedded replica "
+                "(fakeredis) and cannot fork a real Redis; run it on fake://NAME, or "
+                "kill a real master with couponsim.failover")
         self.scenario = scenario
         self.driver = driver
+        """The store Redis effects run on: after a failover, the promoted replica."""
         self.progress = progress or (lambda _n: None)
         """Called with 1 each time a user (not a second click) has their final answer."""
         streams = np.random.SeedSequence(scenario.seed).spawn(len(STREAMS))
@@ -120,8 +149,9 @@ class Model:
         warm_up_ms = START_MS + scenario.event.warm_up_at_s * 1000
         self.env = simpy.Environment(initial_time=warm_up_ms - 1)
         latency = scenario.latency
-        self.redis = RedisServer(self.env, driver.execute, lambda effect: _service_ms(
-            effect, latency.redis_command_ms, latency.redis_script_ms))
+        self.redis = RedisServer(self.env, lambda effect: self.driver.execute(effect),
+                                 lambda effect: _service_ms(
+                                     effect, latency.redis_command_ms, latency.redis_script_ms))
         self.database = Server(self.env, capacity=DATABASE_POOL)
         self.keys = CouponKeys(scenario.event.coupon_id)
         self.run = Run(scenario, gateway=self._gateway())
@@ -129,6 +159,10 @@ class Model:
         self.room_news: dict[str, simpy.Event] = {}
         """Per waiting user, the push that tells them the room has news for them."""
         self.traffic_done = self.env.event()
+        self.activated = self.env.event()
+        self.reclaiming: set[str] = set()
+        """Consumers to reclaim every pending entry at once: after a failover, the
+        promoted store has entries pending that the dead primary had acknowledged."""
         self.clicks_live = 0
 
     def simulate(self) -> Run:
@@ -143,6 +177,8 @@ class Model:
         if self.run.gateway is not None:
             self.env.process(self._admissions())
         self.env.process(self._sampler())
+        if self.scenario.failover.at_s >= 0:
+            self.env.process(self._failover())
         self.env.run()
         self.run.end_ms = self.env.now
         return self.run
@@ -201,6 +237,7 @@ class Model:
         yield self._flow(lifecycle.activate_seed(event.coupon_id)
                          if self.scenario.variant is Variant.SEED
                          else lifecycle.activate(event.coupon_id))
+        self.activated.succeed()
 
     def _traffic(self) -> None:
         for click in plan(self.scenario.traffic, self.rng["arrivals"], self.rng["clicks"]):
@@ -251,7 +288,7 @@ class Model:
             record.final_state, record.final_ms = record.answer, record.answered_ms
             return
         yield from self._await_final(record, patience_ms)
-        if retries and record.final_state in ("FAILED", "GAVE_UP"):
+        if retries and record.final_state in ("FAILED", "GAVE_UP", FORGOTTEN):
             self._press(Click(self.env.now - START_MS, click.user, f"{click.request}-retry",
                               Kind.RETRY))
         if click.kind is Kind.FIRST:
@@ -284,7 +321,10 @@ class Model:
                      patience_ms: float | None) -> Generator[simpy.Event, Any, None]:
         """Wait until the user knows: a stored coupon, or a final refusal; a user whose
         status never comes gives up after ``status_timeout_s`` (GAVE_UP), and an
-        impatient one leaves the waiting room (LEFT).
+        impatient one leaves the waiting room (LEFT). A request answered ISSUED whose
+        status the store no longer knows (only after a failover: the answer and the
+        record are written together) is FORGOTTEN, as the service's "no such
+        request" tells its user at once.
 
         An accepted request's status is polled. A user in the waiting room is pushed
         the news instead (the room publishes every outcome), then reads their state
@@ -301,7 +341,10 @@ class Model:
                 status = yield self._flow(
                     read_seed_status(status_of) if self.scenario.variant is Variant.SEED
                     else read_status(coupon, status_of), record)
-                if status is not None and status.final:
+                if status is None:
+                    record.final_state, record.final_ms = FORGOTTEN, self.env.now
+                    return
+                if status.final:
                     record.final_state, record.final_ms = status.state.value, self.env.now
                     record.code = status.code
                     return
@@ -375,10 +418,18 @@ class Model:
         event = None if self.scenario.variant is Variant.SEED else (
             yield self._flow(load_event(self.scenario.event.coupon_id)))
         config = ConsumerConfig(batch_size=spec.batch_size)
+        # Pending entries are reclaimed after an idle time Redis measures in wall time,
+        # which virtual time never reaches; a consumer whose store failed over reclaims
+        # at once instead, as one restarted on the promoted replica would.
+        reclaim = ConsumerConfig(batch_size=spec.batch_size, claim_idle_ms=0)
         while True:
+            reclaiming = name in self.reclaiming
             flow = (consume_seed_batch(events, int(self.env.now), SEED_BATCH_SIZE)
-                    if event is None else consume_batch(event, name, int(self.env.now), config))
+                    if event is None else consume_batch(event, name, int(self.env.now),
+                                                        reclaim if reclaiming else config))
             report = yield self._flow(flow)
+            if reclaiming and not report.reclaimed:
+                self.reclaiming.discard(name)
             if report.read == 0:
                 if self.traffic_done.triggered:
                     return
@@ -402,9 +453,9 @@ class Model:
 
     def _sampler(self) -> Generator[simpy.Event, Any, None]:
         """Observe the store from outside the model (no queueing, no latency)."""
-        client = self.driver.client
         yield self.env.timeout(START_MS - 1_000 - self.env.now)
         while True:
+            client = self.driver.client          # the promoted store after a failover
             if self.scenario.variant is Variant.SEED:
                 backlog = client.llen(SEED_ISSUE_QUEUE)
             else:
@@ -416,6 +467,70 @@ class Model:
             if self.traffic_done.triggered and backlog == 0:
                 return
             yield self.env.timeout(SAMPLE_MS)
+
+    def _failover(self) -> Generator[simpy.Event, Any, None]:
+        """The primary dies at ``at_s``; its replica, ``lag`` behind, is promoted at once.
+
+        Redis replicates a stream of writes in order, so at the death the replica
+        holds exactly the primary's store as it was ``lag`` earlier: the model
+        copies the store (DUMP of every key) at that moment and, at the death,
+        restores the copy into a new store that every later effect runs on.
+        Replaying each effect on a second store after its delay would be the
+        literal picture, but not a faithful one: ``XADD *`` inside the scripts
+        takes its ID from the store's own clock, so a replica replaying the
+        scripts would mint other IDs and ignore the primary's XACKs (Redis 7
+        replicates a script's effects, IDs included, precisely for this). A lag
+        reaching back before the event opened is cut there: the sale's setup is
+        taken as replicated long before. The switch itself is instant: what
+        clients lose while a real failover is detected is not modelled, only
+        what the store forgets.
+        """
+        spec = self.scenario.failover
+        dies_ms = START_MS + spec.at_s * 1000
+        lag_ms = (float(self.rng["failover"].exponential(spec.replication_lag_ms))
+                  if spec.lag_distribution == "exponential" else spec.replication_lag_ms)
+        yield self.activated
+        yield self.env.timeout(max(0.0, dies_ms - lag_ms - self.env.now))
+        replicated_ms = self.env.now
+        primary = self.driver.client
+        assert isinstance(primary, fakeredis.FakeRedis), "checked when the model was made"
+        copy = _dump(primary)
+        yield self.env.timeout(max(0.0, dies_ms - self.env.now))
+        promoted = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+        _restore(promoted, copy)
+        self.driver = SyncDriver(promoted, "fake://promoted-replica", self.driver.repository)
+        self.reclaiming = {f"consumer-{n}" for n in range(self.scenario.consumers.count)}
+        acknowledged = [record.status_of or record.request for record in self.run.requests
+                        if record.answer == IssueOutcome.ISSUED.value]
+        records = [seed_status_key(request) if self.scenario.variant is Variant.SEED
+                   else self.keys.request(request) for request in acknowledged]
+        pipe = promoted.pipeline(transaction=False)
+        for key in records:
+            pipe.exists(key)
+        kept = pipe.execute()
+        self.run.failover = Failover(
+            self.env.now, self.env.now - replicated_ms, len(acknowledged),
+            tuple(request for request, exists in zip(acknowledged, kept, strict=True)
+                  if not exists))
+
+
+def _dump(client: redis.Redis) -> list[tuple[str, int, bytes]]:
+    """Every key of the store with its time to live (ms, -1: none) and serialized value."""
+    keys = list(client.scan_iter(count=1_000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.pttl(key)
+        pipe.dump(key)           # redis-py never decodes a DUMP reply
+    replies = pipe.execute()
+    return [(key, int(ttl), value) for key, ttl, value
+            in zip(keys, replies[0::2], replies[1::2], strict=True) if value is not None]
+
+
+def _restore(client: redis.Redis, copy: list[tuple[str, int, bytes]]) -> None:
+    pipe = client.pipeline(transaction=False)
+    for key, ttl, value in copy:
+        pipe.restore(key, max(ttl, 0), value)
+    pipe.execute()
 
 
 def _service_ms(effect: Effect, command_ms: float, script_ms: float) -> float:

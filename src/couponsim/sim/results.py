@@ -32,6 +32,8 @@ class Outcome:
     checkouts: pd.DataFrame
     """One row per apply or release at checkout (Story 3): user, order, code, outcome,
     start (s from 14:00:00) and latency (ms)."""
+    lost: tuple[str, ...] = ()
+    """Requests answered ISSUED that ended as no coupon and no compensation."""
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -63,16 +65,21 @@ class Outcome:
             if len(stored) else None,
             "redis_commands_per_request": round(float(self.requests.redis_commands.mean()), 2),
             "invariants_ok": self.report.ok,
+            "acknowledged_lost": len(self.lost),
             "fairness": {"early_share": round(self.fairness.early_share, 4),
                          "overtaken": self.fairness.overtaken,
                          "rank_correlation": None if self.fairness.rank_correlation is None
                          else round(self.fairness.rank_correlation, 4)},
             "wall_s": round(self.wall_s, 2),
-        }
+        } | ({} if (failover := self.run.failover) is None else {"failover": {
+            "at_s": round((failover.at_ms - START_MS) / 1000, 3),
+            "replication_lag_ms": round(failover.lag_ms, 3),
+            "acknowledged_before": failover.acknowledged,
+            "forgotten": len(failover.forgotten)}})
 
 
-OUTCOME_RANK = ("COMPLETED", "ISSUED", "FAILED", "GAVE_UP", "LEFT", "SOLD_OUT", "DUPLICATE",
-                "NOT_ACTIVE")
+OUTCOME_RANK = ("COMPLETED", "ISSUED", "FAILED", "FORGOTTEN", "GAVE_UP", "LEFT", "SOLD_OUT",
+                "DUPLICATE", "NOT_ACTIVE")
 """A user with several requests (a double click, a press before the start and again
 after) ends with the best of them: a stored coupon over a refusal."""
 
@@ -105,14 +112,16 @@ def tables(run: Run) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 
 def room_waits(outcome: Outcome) -> pd.DataFrame:
-    """For each request that waited in the room: its place, the wait the configured
-    admission pace promised (place / users admitted per second) and the wait it got
-    (until its final answer). The promise ignores sell-out, which ends every wait at
-    once, and a place in the pre-queue (joined before the start) is only a draw that
-    later joiners may beat: the table shows how far a room's estimate can be trusted."""
+    """For each request of a person (not a bot) that waited in the room: its place,
+    the wait the configured admission pace promised (place / users admitted per
+    second) and the wait it got (until its final answer). The promise ignores
+    sell-out, which ends every wait at once, and a place in the pre-queue (joined
+    before the start) is only a draw that later joiners may beat: the table shows
+    how far a room's estimate can be trusted."""
     gateway = outcome.run.scenario.gateway
     pace = gateway.admission_batch / gateway.admission_interval_s
-    waited = outcome.requests[outcome.requests.room_position > 0]
+    requests = outcome.requests
+    waited = requests[(requests.room_position > 0) & (requests.kind != Kind.BOT.value)]
     return pd.DataFrame({
         "user": waited.user, "joined_s": waited.arrival_s, "position": waited.room_position,
         "estimated_wait_s": waited.room_position / pace,

@@ -106,6 +106,23 @@ class GatewaySpec:
     admission_interval_s: float = 1.0
 
 
+LAG_DISTRIBUTIONS = ("fixed", "exponential")
+
+
+@dataclass(frozen=True)
+class FailoverSpec:
+    """Redis's primary dies mid-sale and its replica, behind by the replication lag,
+    takes over: what an asynchronous replica forgets, the sale may sell again."""
+
+    at_s: float = -1.0
+    """When the primary dies, in seconds from the start; negative: it never does."""
+    replication_lag_ms: float = 0.0
+    """How far the replica is behind at that moment: writes of the primary's last
+    ``replication_lag_ms`` are lost (the mean, for an exponential lag)."""
+    lag_distribution: str = "fixed"
+    """``fixed`` or ``exponential`` (one draw per run, from the run's seed)."""
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -121,6 +138,7 @@ class Scenario:
     consumers: ConsumerSpec = field(default_factory=ConsumerSpec)
     gateway: GatewaySpec = field(default_factory=GatewaySpec)
     checkout: CheckoutSpec = field(default_factory=CheckoutSpec)
+    failover: FailoverSpec = field(default_factory=FailoverSpec)
 
     def __post_init__(self) -> None:
         _check(self)
@@ -166,12 +184,16 @@ def _check(scenario: Scenario) -> None:
                 raise InvalidInput(f"{where} must be above 0, got {value!r}")
             if item.name in _SHARES and not 0 <= value <= 1:
                 raise InvalidInput(f"{where} is a share from 0 to 1, got {value!r}")
-            if item.name not in ("warm_up_at_s",) and value < 0:
+            if item.name not in ("warm_up_at_s", "at_s") and value < 0:
                 raise InvalidInput(f"{where} must not be negative, got {value!r}")
     if not 0 < scenario.gateway.breaker_failure_rate <= 100:
         raise InvalidInput("gateway.breaker_failure_rate is a percentage above 0, at most 100")
     if scenario.event.warm_up_at_s > -1:
         raise InvalidInput("event.warm_up_at_s must come at least 1 s before the start")
+    if scenario.failover.lag_distribution not in LAG_DISTRIBUTIONS:
+        raise InvalidInput(f"failover.lag_distribution must be one of "
+                           f"{', '.join(LAG_DISTRIBUTIONS)}, "
+                           f"got {scenario.failover.lag_distribution!r}")
 
 
 def scenario_names() -> list[str]:
@@ -214,7 +236,8 @@ def _parse_value(raw: str) -> Any:
 
 _SECTIONS: dict[str, type] = {"event": EventSpec, "traffic": TrafficSpec,
                               "latency": LatencySpec, "consumers": ConsumerSpec,
-                              "gateway": GatewaySpec, "checkout": CheckoutSpec}
+                              "gateway": GatewaySpec, "checkout": CheckoutSpec,
+                              "failover": FailoverSpec}
 
 
 def _build(document: dict[str, Any]) -> Scenario:
