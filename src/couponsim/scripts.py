@@ -8,10 +8,10 @@ a pipeline it loads missing scripts before the pipeline runs.
 from functools import cache
 from pathlib import Path
 
-import redis
 from redis.commands.core import Script
 
 from couponsim.bundled import bundled_dir
+from couponsim.connection import RedisClient
 
 
 def lua_dir() -> Path:
@@ -33,7 +33,7 @@ def script_source(name: str) -> str:
 class ScriptRegistry:
     """The scripts of lua/ bound to one client, each loaded on its first call."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._client = client
         self._scripts: dict[str, Script] = {}
 

@@ -4,16 +4,24 @@ Used by tests, the command line, consumers in threads and notebooks.
 ``run_batch`` advances many flows in lock step and sends each round of their
 Redis effects in one pipeline, which is how a single Python process gets near
 Redis's own rate.
+
+The same driver runs on one Redis or on a Redis Cluster (``redis+cluster://``):
+every script and every atomic pipeline a flow sends keeps its keys in one slot,
+so redis-py's RedisCluster routes it whole to the shard that owns the slot.
 """
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from functools import partial
 from typing import Any, TypeVar
 
 import redis
+from redis.cluster import ClusterPipeline, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError
 
-from couponsim.connection import connect, redact
+from couponsim.connection import RedisClient, connect, redact
 from couponsim.drivers import finish
 from couponsim.effects import Command, DbCall, Effect, Now, Pause, Pipeline, Script
 from couponsim.errors import RedisUnavailable
@@ -35,18 +43,26 @@ class SyncDriver:
 
     Redis errors of the network kind become :class:`RedisUnavailable` naming
     the URL; the repository raises its own typed errors.
+
+    ``wait_replicas=(n, timeout_ms)`` makes every script call wait (Redis
+    ``WAIT``) until ``n`` replicas have the script's writes: a failover then
+    loses only writes whose caller was told "unavailable", never one it was
+    told succeeded. A write not confirmed in time raises
+    :class:`RedisUnavailable`: it may or may not survive, as after a timeout.
     """
 
-    def __init__(self, client: redis.Redis, url: str = "redis",
+    def __init__(self, client: RedisClient, url: str = "redis",
                  repository: Repository | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 clock_ms: Callable[[], int] = wall_clock_ms) -> None:
+                 clock_ms: Callable[[], int] = wall_clock_ms,
+                 wait_replicas: tuple[int, int] | None = None) -> None:
         self.client = client
         self.url = redact(url)
         self.repository = repository
         self.scripts = ScriptRegistry(client)
         self._sleep = sleep
         self._clock_ms = clock_ms
+        self._wait_replicas = wait_replicas
 
     @classmethod
     def from_url(cls, url: str, repository: Repository | None = None) -> "SyncDriver":
@@ -55,6 +71,8 @@ class SyncDriver:
     def execute(self, effect: Effect) -> Any:
         """Execute one effect now and return its result."""
         match effect:
+            case Script() if (wait := self._wait_replicas) is not None:
+                return self._redis(lambda: self._script_replicated(effect, *wait))
             case Command() | Script():
                 return self._redis(lambda: self._send(self.client, effect))
             case Pipeline(commands, atomic):
@@ -101,6 +119,8 @@ class SyncDriver:
             for _index, effect in effects:
                 if not isinstance(effect, Command | Script):
                     raise TypeError(f"run_batch sends Redis commands only, got {effect!r}")
+                if isinstance(effect, Script) and self._wait_replicas is not None:
+                    raise TypeError("run_batch does not WAIT for replicas: use run per flow")
             replies = self._redis(partial(self._pipeline, [effect for _, effect in effects]))
             for (index, _effect), reply in zip(effects, replies, strict=True):
                 flow = flows[index]
@@ -114,18 +134,86 @@ class SyncDriver:
         try:
             return call()
         except _DOWN as exc:
+            if isinstance(self.client, RedisCluster):
+                # The calls sent to one node's own client (atomic pipelines, WAIT) do
+                # not follow a failover as RedisCluster's do: learn the slot map again.
+                with suppress(redis.RedisError):
+                    self.client.nodes_manager.initialize()
             raise RedisUnavailable(self.url, str(exc)) from exc
 
     def _pipeline(self, effects: Sequence[Effect], atomic: bool = False) -> list[Any]:
-        pipe = self.client.pipeline(transaction=atomic)
+        pipe = (self._slot_owner(effects[0]).pipeline(transaction=True)
+                if atomic and isinstance(self.client, RedisCluster)
+                else self.client.pipeline(transaction=atomic))
         for effect in effects:
             self._send(pipe, effect)
-        return pipe.execute(raise_on_error=False)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        if isinstance(self.client, RedisCluster) and not atomic:
+            # redis-py's cluster pipeline does not load scripts first as the plain one
+            # does, and a promoted replica has none: a NOSCRIPT reply means the script
+            # did not run, so sending that one effect again (which loads it) is safe.
+            replies = [self._send(self.client, effect) if isinstance(reply, NoScriptError)
+                       else reply for effect, reply in zip(effects, replies, strict=True)]
+        return replies
+
+    def _slot_owner(self, effect: Effect) -> redis.Redis:
+        """The plain client of the cluster node serving ``effect``'s first key.
+
+        Atomic pipelines on a cluster go there as ordinary MULTI/EXEC: redis-py
+        8.1's cluster transactions skip the usual reply parsing (XRANGE, HGETALL,
+        XPENDING come back raw). Every key of one MULTI shares a slot, or the
+        node itself refuses it with CROSSSLOT.
+        """
+        assert isinstance(self.client, RedisCluster)
+        match effect:
+            case Command(name, args):
+                slot = self.client.determine_slot(name, *args)
+            case Script(_name, keys):
+                slot = key_slot(keys[0].encode())
+            case _:
+                slot = None
+        if slot is None:
+            raise TypeError(f"no key to route by in {effect!r}")
+        node = self.client.nodes_manager.get_node_from_slot(slot)
+        return node.redis_connection  # type: ignore[no-any-return]
+
+    def _script_replicated(self, effect: Script, replicas: int, timeout_ms: int) -> Any:
+        """The script, then WAIT on the same connection: WAIT counts the replicas that
+        have this connection's writes, so both must go to one server in one pipeline
+        (on a cluster: the shard owning the script's slot)."""
+        target = (self._slot_owner(effect) if isinstance(self.client, RedisCluster)
+                  else self.client)
+        pipe = target.pipeline(transaction=False)
+        self.scripts[effect.name](keys=list(effect.keys), args=list(effect.args), client=pipe)
+        pipe.wait(replicas, timeout_ms)
+        reply, confirmed = pipe.execute(raise_on_error=False)
+        if isinstance(reply, Exception):
+            raise reply
+        if confirmed < replicas:
+            raise redis.TimeoutError(
+                f"{effect.name}: {confirmed} of {replicas} replicas confirmed in {timeout_ms} ms")
+        return reply
 
     def _send(self, target: Any, effect: Effect) -> Any:
         match effect:
+            case Command("SCAN", (cursor, "MATCH", pattern, *rest)) \
+                    if isinstance(target, RedisCluster):
+                # A cluster SCAN visits every shard and returns one cursor per shard;
+                # a pattern with a hash tag only matches keys of that tag's slot, so
+                # its shard alone is scanned, with one plain cursor (as Redis 8 does).
+                if "{" not in str(pattern):
+                    raise TypeError(f"SCAN {pattern!r} on a cluster needs a hash tag")
+                node = target.nodes_manager.get_node_from_slot(key_slot(str(pattern).encode()))
+                return node.redis_connection.execute_command("SCAN", cursor, "MATCH", pattern,
+                                                             *rest)
             case Command(name, args, options):
                 return target.execute_command(name, *args, **dict(options))
+            case Script(name, keys, args) if isinstance(target, ClusterPipeline):
+                # redis-py refuses the evalsha method in a cluster pipeline, not the
+                # command: it routes EVALSHA by its keys like any other command.
+                sha = self.scripts[name].sha
+                return target.execute_command(  # type: ignore[no-untyped-call]
+                    "EVALSHA", sha, len(keys), *keys, *args)
             case Script(name, keys, args):
                 return self.scripts[name](keys=list(keys), args=list(args), client=target)
         raise TypeError(f"not a Redis effect: {effect!r}")

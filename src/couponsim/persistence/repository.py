@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, delete, select, update
+from sqlalchemy import CursorResult, Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,8 +44,16 @@ from couponsim.records import (
 
 
 class Repository:
-    def __init__(self, engine: Engine) -> None:
+    """``cap_at_stock`` makes the database the final arbiter of the stock: a batch
+    that would store more coupons than the event has gets the excess decided
+    COMPENSATED. Redis alone never asks for that; a failover that forgot issues
+    does (the promoted replica sells the forgotten units again). Off, the
+    database stores whatever Redis issued, which is how the failover table
+    shows what Redis alone keeps."""
+
+    def __init__(self, engine: Engine, cap_at_stock: bool = True) -> None:
         self.engine = engine
+        self.cap_at_stock = cap_at_stock
         self.url = redact(engine.url.render_as_string(hide_password=False))
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
@@ -102,6 +110,8 @@ class Repository:
                   "decision": Decision.PERSISTED.value, "reason": ""} for c in coupons],
             )
             decided = self._decisions(session, coupon_id, ids)
+            if self.cap_at_stock:
+                decided = self._within_stock(session, coupon_id, coupons, decided)
             rows = [vars(c) | {"status": "ACTIVE"} for c in coupons
                     if decided[c.request_id] is Decision.PERSISTED]
             stored = self._insert(UserCoupon).on_conflict_do_nothing(
@@ -159,6 +169,11 @@ class Repository:
                     delete(model).where(column == coupon_id)))
                 removed += result.rowcount
             return removed
+
+    def ping(self) -> None:
+        """One round trip, for a health check: raises DatabaseUnavailable when it fails."""
+        with self._transaction() as session:
+            session.execute(select(1))
 
     def find_coupon(self, code: str) -> CouponView | None:
         """The coupon and its event's checkout rules, or None for an unknown code."""
@@ -281,6 +296,41 @@ class Repository:
             return list(session.scalars(
                 select(UserCoupon).where(UserCoupon.user_id == user_id)
                 .order_by(UserCoupon.coupon_id, UserCoupon.ordinal)))
+
+    @staticmethod
+    def _within_stock(session: Session, coupon_id: str, coupons: Sequence[IssuedCoupon],
+                      decided: dict[str, Decision]) -> dict[str, Decision]:
+        """Turn the PERSISTED decisions beyond the event's stock into COMPENSATED ones.
+
+        The event's row is locked (PostgreSQL; SQLite already holds its one write
+        lock), so two consumers cannot both count the last unit as free. Coupons
+        stored before (a redelivery) keep their place; new ones fill what is left.
+        """
+        stock = session.scalar(select(Coupon.stock).where(Coupon.id == coupon_id)
+                               .with_for_update())
+        if stock is None:
+            return decided
+        ids = [coupon.request_id for coupon in coupons]
+        stored = set(session.scalars(select(UserCoupon.request_id).where(
+            UserCoupon.coupon_id == coupon_id, UserCoupon.request_id.in_(ids))))
+        others = session.scalar(select(func.count()).select_from(UserCoupon).where(
+            UserCoupon.coupon_id == coupon_id, UserCoupon.request_id.not_in(ids))) or 0
+        room = stock - others - len(stored)
+        excess = []
+        for coupon in coupons:
+            if decided[coupon.request_id] is Decision.PERSISTED \
+                    and coupon.request_id not in stored:
+                if room > 0:
+                    room -= 1
+                else:
+                    excess.append(coupon.request_id)
+        if excess:
+            session.execute(update(IssueDecision)
+                            .where(IssueDecision.coupon_id == coupon_id,
+                                   IssueDecision.request_id.in_(excess))
+                            .values(decision=Decision.COMPENSATED.value,
+                                    reason="over the event's stock"))
+        return decided | dict.fromkeys(excess, Decision.COMPENSATED)
 
     @staticmethod
     def _decisions(session: Session, coupon_id: str, ids: list[str]) -> dict[str, Decision]:
