@@ -12,7 +12,9 @@ from couponsim.errors import InvalidId, InvalidInput
 MAX_ID_LENGTH = 64
 MAX_WHOLE_NUMBER = 2**53 - 1
 """Largest whole number kept exactly by Lua's doubles, and so by the scripts."""
-_ALLOWED = re.compile(r"[A-Za-z0-9._-]+")
+ID_PATTERN = r"[A-Za-z0-9._-]+"
+"""The characters an ID may have (also stated in the service's OpenAPI schema)."""
+_ALLOWED = re.compile(ID_PATTERN)
 
 
 def validate_id(kind: str, value: object) -> str:

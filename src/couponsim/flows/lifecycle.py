@@ -8,7 +8,7 @@ plain SETs, which can.
 from dataclasses import dataclass
 from enum import StrEnum
 
-from couponsim.effects import Command, DbCall, Script
+from couponsim.effects import Command, DbCall, Pipeline, Script
 from couponsim.errors import UnknownCoupon
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow, Variant
@@ -122,3 +122,35 @@ def purge(coupon_id: str, with_database: bool = False) -> Flow[int]:
     if with_database:
         removed += yield DbCall("purge_coupon", (coupon_id,))
     return removed
+
+
+def event_ids() -> Flow[list[str]]:
+    """Every coupon whose event is defined in Redis, sorted: the work list of the schedulers
+    and consumers of a running service, which learn of an event defined by any instance
+    (SCAN walks the keyspace in steps, never blocking Redis as KEYS would)."""
+    prefix, found, cursor = "coupon:info:{", set[str](), "0"
+    while True:
+        cursor, keys = yield Command("SCAN", (cursor, "MATCH", f"{prefix}*", "COUNT", 1000))
+        found.update(key[len(prefix):-1] for key in keys
+                     if key.startswith(prefix) and key.endswith("}"))
+        if str(cursor) == "0":
+            return sorted(found)
+
+
+def follow_schedule(coupon_id: str, now_ms: int) -> Flow[Transition | None]:
+    """The activation and end schedulers' step for one event: activate it once its start
+    has come, end it once its end has come; None when nothing was due. Every step is
+    a script that refuses a move backwards, so schedulers in several processes agree."""
+    keys = CouponKeys(coupon_id)
+    (starts_at, ends_at), state = yield Pipeline((
+        Command("HMGET", (keys.info, "starts_at_ms", "ends_at_ms")),
+        Command("GET", (keys.active,))), atomic=True)
+    if starts_at is None or state is None:
+        raise UnknownCoupon(coupon_id)
+    if state == EventState.ENDED.value:
+        return None
+    if int(ends_at) and now_ms >= int(ends_at):
+        return (yield from end(coupon_id))
+    if state == EventState.PENDING.value and now_ms >= int(starts_at):
+        return (yield from activate(coupon_id))
+    return None

@@ -1,0 +1,121 @@
+"""The FastAPI app, built from a :class:`ServiceConfig`.
+
+Everything an instance holds is made in the lifespan and kept on ``app.state``:
+the asyncio driver (Redis client + repository), the gateway (breaker and limiters
+are per instance by design), the status hub and the metrics. Two pure ASGI
+middlewares sit outside the routes: a body limit that refuses oversized bodies
+before they are parsed, and a timer (pure ASGI, so a status stream is timed to
+its first byte, not to its end).
+"""
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from couponsim.connection import connect_async
+from couponsim.drivers.aio import AsyncDriver
+from couponsim.flows.gateway import Gateway
+from couponsim.persistence.repository import Repository
+from couponsim.service import problem
+from couponsim.service.config import ServiceConfig, StreamVariant
+from couponsim.service.metrics import Metrics
+from couponsim.service.page import router as page_router
+from couponsim.service.routes import router
+from couponsim.service.sse import StatusHub
+
+
+class BodyLimit:
+    """Refuse a body larger than ``max_bytes`` (413): by its declared length at once,
+    or, for a chunked body, as soon as the bytes read pass the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit():
+            await problem.Problem(400, "bad-content-length", "Malformed Content-Length"
+                                  ).response()(scope, receive, send)
+            return
+        if int(declared) > self.max_bytes:
+            await self._too_large().response()(scope, receive, send)
+            return
+        read = 0
+
+        async def limited() -> Message:
+            nonlocal read
+            message = await receive()
+            read += len(message.get("body", b""))
+            if read > self.max_bytes:
+                raise self._too_large()
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _too_large(self) -> problem.Problem:
+        return problem.Problem(413, "body-too-large", "The request body is too large",
+                               f"at most {self.max_bytes} bytes")
+
+
+class Timer:
+    """Feed the latency histogram: time to the response's start, by route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = scope.get("route")
+                self.metrics.latency.labels(getattr(route, "path", "unmatched")).observe(
+                    time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, timed)
+
+
+def build_app(config: ServiceConfig, gateway: Gateway | None = None) -> FastAPI:
+    """The service; ``gateway`` lets a caller tune the breaker and limiters."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = await connect_async(config.redis_url)
+        repository = Repository.from_url(config.db_url)
+        hub = StatusHub(client)
+        if config.stream is StreamVariant.HARDENED:
+            await hub.start()
+        app.state.driver = AsyncDriver(client, config.redis_url, repository,
+                                       coalesce=config.coalesce)
+        app.state.hub = hub
+        try:
+            yield
+        finally:
+            await hub.close()
+            await client.aclose()
+            repository.engine.dispose()
+
+    app = FastAPI(title="couponsim", version="0.1.0", lifespan=lifespan,
+                  summary="Flash-sale coupons on Redis: issue, status stream, waiting room, "
+                          "checkout. Errors are RFC 9457 problem documents.")
+    state: Any = app.state
+    state.config, state.metrics = config, metrics
+    state.gateway = gateway or Gateway()
+    problem.install(app)
+    app.include_router(router)
+    app.include_router(page_router)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(Timer, metrics=metrics)
+    return app

@@ -1,0 +1,76 @@
+"""How a service instance is configured: by arguments, or from the environment."""
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+
+from couponsim.connection import DEFAULT_REDIS_URL
+from couponsim.errors import InvalidInput
+from couponsim.persistence.database import DEFAULT_DATABASE_URL
+
+ADMIN_TOKEN_ENV = "COUPONSIM_ADMIN_TOKEN"
+JWT_KEY_ENV = "COUPONSIM_JWT_KEY"
+
+
+class IdentityMode(StrEnum):
+    HEADER = "header"
+    """The design's mode: an API gateway in front has authenticated the user and
+    passes ``X-User-ID``; the service only validates it."""
+    JWT = "jwt"
+    """The service verifies a signed token (``Authorization: Bearer``) itself; the
+    user is its ``sub`` claim."""
+
+
+class StreamVariant(StrEnum):
+    HARDENED = "hardened"
+    """Subscribe first (one subscriber per process, fanning out by request id), then read."""
+    DESIGN = "design"
+    """As written: read, then subscribe this connection to the coupon's shared channel
+    and filter it; kept to show its flaws."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    redis_url: str = DEFAULT_REDIS_URL
+    db_url: str = DEFAULT_DATABASE_URL
+    identity: IdentityMode = IdentityMode.HEADER
+    jwt_key: str = ""
+    """The HS256 secret, or the PEM public key for RS256/ES256 (JWT mode)."""
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    admin_token: str = ""
+    """Bearer token of the admin routes; empty means they refuse everyone."""
+    stream: StreamVariant = StreamVariant.HARDENED
+    stream_timeout_s: float = 300.0
+    """The design's five minutes: a stream that has seen no final state ends then."""
+    heartbeat_s: float = 15.0
+    """A comment line this often keeps proxies from closing an idle stream."""
+    max_body_bytes: int = 16 * 1024
+    """Larger bodies are refused (413) before they are parsed."""
+    user_limit: int = 0
+    """Issue requests per user per ``user_period_ms``, shared by every instance through
+    Redis; 0 turns the per-user limit off."""
+    user_period_ms: int = 1000
+    coalesce: bool = True
+    """Send the single Redis calls of concurrent requests in one pipeline per turn of
+    the event loop (drivers/aio.py); off only to measure what it brings."""
+
+    def __post_init__(self) -> None:
+        try:  # the command line hands in plain strings
+            object.__setattr__(self, "identity", IdentityMode(self.identity))
+            object.__setattr__(self, "stream", StreamVariant(self.stream))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if self.identity is IdentityMode.JWT and not self.jwt_key:
+            raise InvalidInput(f"JWT identity needs a key (set {JWT_KEY_ENV})")
+        if self.stream_timeout_s <= 0 or self.heartbeat_s <= 0 or self.max_body_bytes < 1:
+            raise InvalidInput("stream timeout, heartbeat and body limit must be positive")
+        if self.user_limit < 0 or self.user_period_ms < 1:
+            raise InvalidInput("the per-user limit must be >= 0 per a period of >= 1 ms")
+
+    @classmethod
+    def from_env(cls, **given: object) -> "ServiceConfig":
+        """The config with secrets from the environment, never from the command line
+        (where ``ps`` would show them)."""
+        secrets = {"admin_token": os.environ.get(ADMIN_TOKEN_ENV, ""),
+                   "jwt_key": os.environ.get(JWT_KEY_ENV, "")}
+        return cls(**(secrets | given))  # type: ignore[arg-type]

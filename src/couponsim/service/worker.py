@@ -1,0 +1,113 @@
+"""The background half of the service: for every event defined in Redis, the
+activation and end schedulers, the waiting room's admission and a consumer.
+
+It runs in threads on the sync driver (the consumers block in XREADGROUP, the
+repository is synchronous), either beside the app in ``couponsim serve`` or
+alone in ``couponsim worker``. Every step is safe in several processes at once:
+transitions are scripts that refuse to go back, admission takes each user
+exactly once, consumers share the coupon's consumer group.
+"""
+
+import logging
+import os
+import re
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from couponsim.connection import connect
+from couponsim.consumers import run_consumer
+from couponsim.drivers.sync import SyncDriver, wall_clock_ms
+from couponsim.errors import CouponsimError, DatabaseUnavailable, RedisUnavailable
+from couponsim.flows.gateway import Gateway, admission_round
+from couponsim.flows.lifecycle import event_ids, follow_schedule
+from couponsim.flows.waiting_room import recover_admitted
+from couponsim.persistence.repository import Repository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    tick_s: float = 0.1
+    """How often the schedulers look and admission admits a batch."""
+    admission_batch: int = 100
+    """Users admitted per tick: with the default tick, up to 1,000 a second."""
+    rescan_ticks: int = 10
+    """Look for newly defined events every this many ticks (SCAN walks the keyspace)."""
+
+
+def worker_name() -> str:
+    """A consumer name unique to this process, fit for the ID rules."""
+    raw = f"{socket.gethostname()}-{os.getpid()}"
+    return re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:48]
+
+
+@dataclass
+class Worker:
+    redis_url: str
+    repository: Repository
+    config: WorkerConfig = field(default_factory=WorkerConfig)
+    gateway: Gateway = field(default_factory=Gateway)
+    """Admission's own breaker: a batch is a call through it."""
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _threads: list[threading.Thread] = field(default_factory=list, init=False)
+    _consumed: set[str] = field(default_factory=set, init=False)
+
+    def start(self) -> None:
+        self._spawn("couponsim-scheduler", self._schedule)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout_s)
+
+    def run_until_stopped(self) -> None:
+        """For ``couponsim worker``: the foreground waits; Ctrl-C stops every thread."""
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def _driver(self) -> SyncDriver:
+        return SyncDriver(connect(self.redis_url), self.redis_url, self.repository)
+
+    def _spawn(self, name: str, target: Callable[..., object], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _schedule(self) -> None:
+        driver: SyncDriver | None = None
+        coupons: list[str] = []
+        tick = 0
+        while not self._stop.wait(self.config.tick_s):
+            try:
+                driver = driver or self._driver()
+                if tick % self.config.rescan_ticks == 0:
+                    coupons = driver.run(event_ids())
+                tick += 1
+                for coupon_id in coupons:
+                    self._tend(driver, coupon_id)
+            except (RedisUnavailable, DatabaseUnavailable) as exc:
+                log.warning("worker: %s; trying again", exc)
+
+    def _tend(self, driver: SyncDriver, coupon_id: str) -> None:
+        """One tick for one event; an event that vanished (purged) is skipped."""
+        try:
+            driver.run(follow_schedule(coupon_id, wall_clock_ms()))
+            if coupon_id not in self._consumed:
+                driver.run(recover_admitted(coupon_id, wall_clock_ms()))
+                self._consumed.add(coupon_id)
+                self._spawn(f"couponsim-consumer-{coupon_id}", run_consumer, self._driver(),
+                            coupon_id, worker_name(), self._stop)
+            driver.run(admission_round(self.gateway, coupon_id, self.config.admission_batch))
+        except (RedisUnavailable, DatabaseUnavailable):
+            raise
+        except CouponsimError as exc:
+            log.warning("worker: coupon %s: %s", coupon_id, exc)

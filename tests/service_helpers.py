@@ -1,0 +1,107 @@
+"""A real uvicorn on loopback for the service's tests, and what they read it with."""
+
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from couponsim.connection import connect
+from couponsim.persistence.models import Base
+from couponsim.persistence.repository import Repository
+from couponsim.service.app import build_app
+from couponsim.service.config import ServiceConfig
+from couponsim.service.worker import Worker, WorkerConfig
+
+STARTUP_S = 20.0
+"""Most the tests wait for uvicorn to start or stop (a bound, never asserted)."""
+
+
+@dataclass
+class Live:
+    url: str
+    app: FastAPI
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def live_service(config: ServiceConfig, worker: bool = True) -> Iterator[Live]:
+    """uvicorn serving the app in a thread on a free port, with a worker beside it."""
+    app = build_app(config)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(),
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + STARTUP_S
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    repository = Repository.from_url(config.db_url)
+    background = Worker(config.redis_url, repository, WorkerConfig(tick_s=0.05)) \
+        if worker else None
+    if background is not None:
+        background.start()
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield Live(f"http://127.0.0.1:{port}", app)
+    finally:
+        if background is not None:
+            background.stop()
+        server.should_exit = True
+        thread.join(STARTUP_S)
+        repository.engine.dispose()
+
+
+async def sse_events(client: httpx.AsyncClient, url: str,
+                     headers: dict[str, str] | None = None) -> AsyncIterator[dict[str, str]]:
+    """The events of one SSE response, parsed (event, id, data), comments skipped."""
+    async with client.stream("GET", url, headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        event: dict[str, str] = {}
+        async for line in response.aiter_lines():
+            if not line:
+                if event:
+                    yield event
+                event = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(":")
+                event[name] = value.removeprefix(" ")
+
+
+async def final_status(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    """Follow a status stream to its end; the last status (or the timeout event)."""
+    last: dict[str, Any] = {}
+    async for event in sse_events(client, url):
+        last = json.loads(event["data"]) | {"event": event.get("event")}
+    return last
+
+
+def snapshot(redis_url: str, repository: Repository) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every key of the Redis database with its value, and every row of every table."""
+    client = connect(redis_url)
+    keys: dict[str, Any] = {}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        keys[key] = (kind, {"string": client.get, "hash": client.hgetall,
+                            "set": client.smembers, "list": lambda k: client.lrange(k, 0, -1),
+                            "zset": lambda k: client.zrange(k, 0, -1, withscores=True),
+                            "stream": lambda k: client.xrange(k)}[kind](key))
+    client.close()
+    with repository.engine.connect() as connection:
+        rows = {table.name: sorted(map(tuple, connection.execute(select(table))), key=repr)
+                for table in Base.metadata.sorted_tables}
+    return keys, rows

@@ -1,0 +1,147 @@
+"""The routes around issuing: operators' (admin, health, metrics), checkout (apply,
+cancel), the per-user limit, the page, the OpenAPI schema and ``couponsim serve``."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from couponsim.cli import main
+from couponsim.service.config import ServiceConfig
+from couponsim.service.problem import PROBLEM_JSON
+
+from .service_helpers import STARTUP_S, _free_port, final_status, live_service
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+
+
+def _config(tmp_path: Path, **fields: object) -> ServiceConfig:
+    return ServiceConfig(redis_url=f"fake://routes-{tmp_path.name}",
+                         db_url=f"sqlite:///{tmp_path / 'routes.sqlite'}",
+                         admin_token="admin-secret", **fields)  # type: ignore[arg-type]
+
+
+def test_an_operator_defines_an_event_and_a_user_gets_uses_and_gives_back_a_coupon(
+        tmp_path: Path) -> None:
+    async def scenario(url: str) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            event = {"coupon_id": "sale", "stock": 3, "discount_value": 5000, "min_order": 100}
+            defined = await client.post("/api/v1/admin/coupons", json=event, headers=ADMIN)
+            assert defined.status_code == 201 and defined.json()["outcome"] == "WARMED"
+            user = {"X-User-ID": "alice"}
+            for _ in range(600):  # the scheduler opens it at once (start 0); then issue
+                issued = await client.post("/api/v1/coupons/issue", json={"coupon_id": "sale"},
+                                           headers=user | {"Idempotency-Key": "alice-1"})
+                if issued.json()["status"] == "PROCESSING":
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"the event never opened: {issued.json()}")
+            again = await client.post("/api/v1/admin/coupons", json=event, headers=ADMIN)
+            assert again.status_code == 409 and again.json()["code"] == "already-started"
+            done = await final_status(client, issued.headers["Location"])
+            assert done["state"] == "COMPLETED"
+            code = done["code"]
+            apply = await client.post("/api/v1/orders/o1/apply-coupon", headers=user,
+                                      json={"code": code, "amount": 20_000})
+            assert apply.status_code == 200
+            assert (apply.json()["discount"], apply.json()["final"]) == (5000, 15_000)
+            stolen = await client.post("/api/v1/orders/o2/apply-coupon",
+                                       headers={"X-User-ID": "bob"},
+                                       json={"code": code, "amount": 20_000})
+            assert stolen.status_code == 403 and stolen.json()["code"] == "not-owned"
+            twice = await client.post("/api/v1/orders/o2/apply-coupon", headers=user,
+                                      json={"code": code, "amount": 20_000})
+            assert twice.status_code == 409 and twice.json()["code"] == "already-used"
+            cancel = await client.post("/api/v1/orders/o1/cancel-coupon", headers=user,
+                                       json={"code": code})
+            assert cancel.json() == {"released": True, "status": "ACTIVE"}
+            cancel = await client.post("/api/v1/orders/o1/cancel-coupon", headers=user,
+                                       json={"code": code})
+            assert cancel.json() == {"released": False, "status": None}
+            health = await client.get("/health")
+            assert health.status_code == 200 and health.json() == {"redis": "ok",
+                                                                   "database": "ok"}
+            metrics = (await client.get("/metrics")).text
+            assert 'couponsim_issue_answers_total{answer="ISSUED"} 1.0' in metrics
+            assert 'couponsim_issue_queue_lag{coupon="sale"} 0.0' in metrics
+            assert 'couponsim_breaker_state{state="CLOSED"} 1.0' in metrics
+            assert "EventSource" in (await client.get("/")).text
+
+    with live_service(_config(tmp_path)) as live:
+        asyncio.run(scenario(live.url))
+
+
+def test_one_user_cannot_hammer_the_issue_route(tmp_path: Path) -> None:
+    config = _config(tmp_path, user_limit=2, user_period_ms=60_000)
+    with live_service(config, worker=False) as live:
+        httpx.post(f"{live.url}/api/v1/admin/coupons", json={"coupon_id": "c", "stock": 5},
+                   headers=ADMIN).raise_for_status()
+        answers = [httpx.post(f"{live.url}/api/v1/coupons/issue", json={"coupon_id": "c"},
+                              headers={"X-User-ID": "greedy"}) for _ in range(3)]
+        assert [a.status_code for a in answers][2] == 429
+        assert answers[2].json()["code"] == "rate-limited" and "Retry-After" in answers[2].headers
+        other = httpx.post(f"{live.url}/api/v1/coupons/issue", json={"coupon_id": "c"},
+                           headers={"X-User-ID": "modest"})
+        assert other.status_code == 202
+
+
+def test_the_openapi_schema_describes_every_answer(tmp_path: Path) -> None:
+    with live_service(_config(tmp_path), worker=False) as live:
+        schema = httpx.get(f"{live.url}/openapi.json").json()
+    issue = schema["paths"]["/api/v1/coupons/issue"]["post"]["responses"]
+    assert {"202", "409", "410", "403", "404", "413", "429"} <= set(issue)
+    assert PROBLEM_JSON in issue["410"]["content"]
+
+
+def test_couponsim_serve_runs_a_working_system_in_one_process(tmp_path: Path) -> None:
+    """`couponsim serve --scenario black_friday --start-in 1s` on the embedded defaults."""
+    port = _free_port()
+    env = os.environ | {"COUPONSIM_ADMIN_TOKEN": "t"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "couponsim.cli", "serve", "--port", str(port),
+         "--db-url", f"sqlite:///{tmp_path / 'serve.sqlite'}", "--scenario", "black_friday",
+         "--start-in", "0.2s"], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, server.stdout
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        base, user = f"http://127.0.0.1:{port}", {"X-User-ID": "u1"}
+        answer = httpx.post(f"{base}/api/v1/coupons/issue", json={"coupon_id": "bf-2026"},
+                            headers=user)
+        assert answer.status_code == 202, answer.text
+        location = answer.headers["Location"]
+        if answer.json()["status"] == "QUEUED":        # before the start: the pre-queue
+            while (room := httpx.get(base + location, headers=user).json())["state"] in (
+                    "WAITING", "ADMITTED"):
+                time.sleep(0.05)
+            location = room["status_url"]
+        assert asyncio.run(_final(base + location))["state"] == "COMPLETED"
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(STARTUP_S) == 0
+
+
+async def _final(url: str) -> dict[str, object]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await final_status(client, url)
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_the_service_commands_are_wired(command: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0 and "--redis-url" in capsys.readouterr().out
