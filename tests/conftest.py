@@ -1,11 +1,12 @@
 """One suite, several backends: every test taking ``driver`` runs on a fresh
-FakeServer and on a flushed real Redis (REDIS_URL, a dedicated database);
+FakeServer, on a flushed real Redis (REDIS_URL, a dedicated database) and on a
+flushed Redis Cluster of 3 masters and 3 replicas the session starts itself;
 every test taking ``system`` runs on each Redis with SQLite (a file per test)
 and with PostgreSQL (DATABASE_URL, tables dropped around each test).
 
-Without a real Redis or PostgreSQL their half skips, unless
-COUPONSIM_REQUIRE_REDIS=1 / COUPONSIM_REQUIRE_POSTGRES=1 (set by .ci/run),
-which turn the absence into a failure.
+Without a real Redis (or redis-server for the cluster) or PostgreSQL their half
+skips, unless COUPONSIM_REQUIRE_REDIS=1 / COUPONSIM_REQUIRE_POSTGRES=1 (set by
+.ci/run), which turn the absence into a failure.
 """
 
 import os
@@ -16,13 +17,13 @@ from typing import NoReturn
 
 import fakeredis
 import pytest
-import redis
 
-from couponsim.connection import connect
+from couponsim.connection import RedisClient, connect
 from couponsim.drivers.sync import SyncDriver
 from couponsim.errors import DatabaseUnavailable, RedisUnavailable
 from couponsim.event import CouponEvent
 from couponsim.flows import Variant, lifecycle
+from couponsim.local_redis import LocalCluster, LocalRedisError, local_cluster, redis_server_path
 from couponsim.persistence.repository import Repository
 
 REAL_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -34,7 +35,7 @@ POSTGRES_URL = os.environ.get("DATABASE_URL",
 class Backend:
     name: str
     url: str
-    client: redis.Redis
+    client: RedisClient
 
     def driver(self) -> SyncDriver:
         return SyncDriver(self.client, self.url)
@@ -71,7 +72,27 @@ def fake_backend() -> Backend:
     return Backend("fake", "fake://test", client)
 
 
-@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real_redis)])
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A 3-master, 3-replica cluster on 127.0.0.1:7000-7005 (other free ports when
+    those are taken), started once for the session and stopped by its pids."""
+    if redis_server_path() is None:
+        _missing("redis-server for a Redis Cluster", "COUPONSIM_REQUIRE_REDIS",
+                 LocalRedisError("no redis-server on PATH"))
+    with local_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_backend(redis_cluster: LocalCluster) -> Iterator[Backend]:
+    redis_cluster.flushall()
+    client = connect(redis_cluster.url)
+    yield Backend("cluster", redis_cluster.url, client)
+    client.close()
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real_redis),
+                        pytest.param("cluster", marks=pytest.mark.redis_cluster)])
 def backend(request: pytest.FixtureRequest) -> Backend:
     return request.getfixturevalue(f"{request.param}_backend")  # type: ignore[no-any-return]
 

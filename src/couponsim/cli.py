@@ -17,8 +17,9 @@ from typing import Any
 from tqdm import tqdm
 
 from couponsim.connection import DEFAULT_REDIS_URL
-from couponsim.drivers.sync import SyncDriver
-from couponsim.errors import CouponsimError, InvalidInput
+from couponsim.drivers.sync import SyncDriver, wall_clock_ms
+from couponsim.errors import CouponsimError, InvalidInput, MissingExtra
+from couponsim.event import CouponEvent
 from couponsim.explore.explorer import Store, exhaustive, search
 from couponsim.explore.scenarios import SCENARIOS as SCENARIO_RACES
 from couponsim.explore.timeline import format_timeline
@@ -27,10 +28,15 @@ from couponsim.flows.consume import CrashPoint
 from couponsim.flows.issue import IssueOutcome
 from couponsim.persistence.database import DEFAULT_DATABASE_URL
 from couponsim.persistence.repository import Repository
+from couponsim.report import build_report
 from couponsim.sim.results import save
 from couponsim.sim.run import simulate
 from couponsim.sim.scenario import load_scenario, scenario_names
 from couponsim.spike import SpikeConfig, SpikeResult, run_spike
+from couponsim.sweep.executors import open_executor
+from couponsim.sweep.job import run_sweep
+from couponsim.sweep.job import save as save_sweep
+from couponsim.sweep.spec import load_sweep
 from couponsim.verify import InvariantReport, check_invariants
 
 SPIKE = "spike"
@@ -88,6 +94,58 @@ def _parser() -> argparse.ArgumentParser:
     explore.add_argument("--redis-url", default="fake://",
                          help="fake:// (a fresh FakeServer per schedule) or a real Redis, "
                               "flushed before every schedule: use a scratch database")
+
+    sweep = commands.add_parser(
+        "sweep", help="run a sweep file: replicated runs, confidence intervals, a target search",
+        description="Run every point x replication of a sweep file (data/sweeps/ or a path), "
+                    "on local processes or a Dask cluster; finished runs are kept under --out "
+                    "and skipped when the sweep runs again.")
+    sweep.add_argument("file", help="a bundled sweep name or a .toml/.yaml file")
+    sweep.add_argument("--replications", type=int, help="runs per point (default: the file's)")
+    sweep.add_argument("--workers", type=int,
+                       help="local worker processes (default: one per core)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on the Dask cluster of this scheduler, e.g. tcp://host:8786")
+    sweep.add_argument("--out", type=Path,
+                       help="where runs, tables and plots go (default: out/sweeps/NAME)")
+
+    report = commands.add_parser(
+        "report", help="execute every notebook with larger sizes and export it to HTML",
+        description="Execute notebooks/*.ipynb (papermill) with the report's sizes and "
+                    "export each, figures included, to one HTML file (nbconvert). Needs the "
+                    "notebooks extra.")
+    report.add_argument("--notebooks", type=Path, default=Path("notebooks"),
+                        help="where the notebooks are (default: ./notebooks)")
+    report.add_argument("--out", type=Path, default=Path("out/report"),
+                        help="where NAME.html and the executed NAME.ipynb go "
+                             "(default: out/report)")
+
+    serve = commands.add_parser(
+        "serve", help="run the HTTP service (and, by default, its worker) with uvicorn",
+        description="Serve the API on the asyncio driver. Secrets come from the environment: "
+                    "COUPONSIM_ADMIN_TOKEN (admin routes), COUPONSIM_JWT_KEY (--identity jwt). "
+                    "Needs the service extra.")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--identity", choices=["header", "jwt"], default="header",
+                       help="trust a validated X-User-ID (behind a gateway) or verify a JWT")
+    serve.add_argument("--stream", choices=["hardened", "design"], default="hardened",
+                       help="status stream: one subscriber per process, or the design's")
+    serve.add_argument("--no-coalesce", action="store_true",
+                       help="one Redis round trip per call, not one pipeline per loop turn "
+                            "(to measure what coalescing brings)")
+    serve.add_argument("--no-worker", action="store_true",
+                       help="run no consumers, schedulers or admission here "
+                            "(`couponsim worker` does)")
+    serve.add_argument("--scenario", choices=scenario_names(),
+                       help="warm up this scenario's event at start")
+    serve.add_argument("--start-in", default="10s",
+                       help="with --scenario: the event starts this long after start-up")
+    worker = commands.add_parser(
+        "worker", help="run consumers, schedulers and waiting-room admission for a service")
+    for command in (serve, worker):
+        command.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+        command.add_argument("--db-url", default=DEFAULT_DATABASE_URL)
     return parser
 
 
@@ -218,8 +276,51 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
                   for path, q in summary["answer_latency_ms_by_path"].items()),
               "time until the coupon was stored (ms): " + ", ".join(
                   f"{k} {v}" for k, v in (summary["coupon_stored_latency_ms"] or {}).items()),
-              "fairness: " + ", ".join(f"{k} {v}" for k, v in summary["fairness"].items())]
+              "fairness: " + ", ".join(f"{k} {v}" for k, v in summary["fairness"].items()),
+              "requests by why they were sent: " + ", ".join(
+                  f"{kind} {n:,}" for kind, n in summary["requests_by_kind"].items())]
+    if summary["bot_coupons"]:
+        lines.append(f"coupons won by bots: {summary['bot_coupons']}")
+    if summary["checkouts"]:
+        lines.append("checkout: " + ", ".join(
+            f"{what} {n:,}" for what, n in summary["checkouts"].items()))
+    if failover := summary.get("failover"):
+        lines.append(f"failover at {failover['at_s']} s, replica {failover['replication_lag_ms']}"
+                     f" ms behind: of {failover['acknowledged_before']:,} told ISSUED before, "
+                     f"{failover['forgotten']:,} forgotten by the promoted store")
+    if summary["acknowledged_lost"]:
+        lines.append(f"told ISSUED but no coupon and no compensation: "
+                     f"{summary['acknowledged_lost']:,}")
     return lines
+
+
+def _sweep(args: argparse.Namespace) -> bool:
+    """Run the sweep, write its files, print its summary; True when every invariant held."""
+    spec = load_sweep(args.file, replications=args.replications)
+    out = args.out or Path("out/sweeps") / spec.name
+    with open_executor(args.workers, args.scheduler) as executor:
+        result = run_sweep(spec, executor, out)
+    written = save_sweep(result, out)
+    if result.summary is not None:
+        print(result.summary.to_string(index=False))
+    if result.search is not None:
+        found = result.search
+        print(f"\nsmallest {found.search.parameter} meeting {found.target} with 95% confidence: "
+              f"{'none up to ' + str(found.search.high) if found.answer is None else found.answer}"
+              f" ({found.steps.step.nunique()} points, {len(found.runs)} runs)")
+    print("\nall invariants held in every run" if result.invariants_ok
+          else "\nINVARIANTS BROKEN in some runs: see the broken column of the runs table")
+    print(f"wrote {len(written)} files to {out}")
+    return result.invariants_ok
+
+
+def _report(args: argparse.Namespace) -> bool:
+    """Build the report, name each page; True when every notebook ran to its end."""
+    pages = build_report(args.notebooks, args.out)
+    for page in pages:
+        print(f"{'ok    ' if page.ok else 'FAILED'}  {page.html}"
+              + (f"  ({page.error})" if page.error else ""))
+    return all(page.ok for page in pages)
 
 
 def _explore(args: argparse.Namespace) -> bool:
@@ -249,11 +350,41 @@ def _explore(args: argparse.Namespace) -> bool:
     return False
 
 
+def _service(args: argparse.Namespace) -> None:
+    """``serve`` and ``worker``: argument wiring only; the service extra is imported
+    here, so that the base install runs every other command without it."""
+    try:
+        from couponsim.service import serve
+        from couponsim.service.config import ServiceConfig
+    except ImportError as exc:
+        raise MissingExtra("service", f"couponsim {args.command} needs {exc.name}") from None
+    if args.command == "worker":
+        serve.work(args.redis_url, args.db_url)
+        return
+    events = []
+    if args.scenario:
+        spec = load_scenario(args.scenario).event
+        events.append(CouponEvent(spec.coupon_id, spec.stock, discount_value=spec.discount_value,
+                                  starts_at_ms=wall_clock_ms()
+                                  + serve.parse_duration_ms(args.start_in)))
+    config = ServiceConfig.from_env(redis_url=args.redis_url, db_url=args.db_url,
+                                    identity=args.identity, stream=args.stream,
+                                    coalesce=not args.no_coalesce)
+    serve.serve(config, args.host, args.port, with_worker=not args.no_worker, events=events)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "explore":
             return 0 if _explore(args) else EXIT_BROKEN
+        if args.command == "sweep":
+            return 0 if _sweep(args) else EXIT_BROKEN
+        if args.command == "report":
+            return 0 if _report(args) else EXIT_BROKEN
+        if args.command in ("serve", "worker"):
+            _service(args)
+            return 0
         report = _run(args)
     except CouponsimError as exc:
         print(f"couponsim: error: {exc}", file=sys.stderr)

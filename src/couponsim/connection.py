@@ -1,20 +1,28 @@
 """Connections by URL: ``fake://NAME`` (the embedded default), ``redis://``,
-``rediss://`` and ``unix://``.
+``rediss://``, ``unix://`` and ``redis+cluster://HOST:PORT`` (a Redis Cluster
+reached through any one of its nodes, served by redis-py's RedisCluster).
 
 Every ``fake://NAME`` URL names one in-process FakeServer, shared by every
 client made for that URL, so a job and its checker see the same data just as
 two clients of a real server would.
 """
 
+from typing import TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import fakeredis
 import redis
+from redis.cluster import RedisCluster
 
 from couponsim.errors import RedisUnavailable, UnknownRedisUrl
 
 DEFAULT_REDIS_URL = "fake://default"
-REAL_SCHEMES = ("redis", "rediss", "unix")
+REAL_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
+CLUSTER_SCHEME = "redis+cluster"
+
+RedisClient: TypeAlias = redis.Redis | RedisCluster
+"""A client of one Redis server or of a whole cluster: the commands this package
+sends behave the same on both because every multi-key call stays in one slot."""
 
 _fake_servers: dict[str, fakeredis.FakeServer] = {}
 
@@ -32,15 +40,19 @@ def redact(url: str) -> str:
     return url if parts == original else urlunsplit(parts)
 
 
-def connect(url: str = DEFAULT_REDIS_URL, *, check: bool = True) -> redis.Redis:
+def connect(url: str = DEFAULT_REDIS_URL, *, check: bool = True) -> RedisClient:
     """A client for ``url`` that decodes replies to ``str``.
 
     With ``check`` the server is pinged at once, so a Redis that is down is
-    reported here, naming the URL, rather than in the middle of a job.
+    reported here, naming the URL, rather than in the middle of a job. A
+    cluster client always contacts the cluster at once, ``check`` or not:
+    RedisCluster learns the slot map when it is made.
     """
     scheme = urlsplit(url).scheme
-    client: redis.Redis
-    if scheme == "fake":
+    client: RedisClient
+    if scheme == CLUSTER_SCHEME:
+        client = _connect_cluster(url)
+    elif scheme == "fake":
         name = url.split("://", 1)[1] or "default"
         server = _fake_servers.setdefault(name, fakeredis.FakeServer())
         client = fakeredis.FakeRedis(server=server, decode_responses=True)
@@ -62,5 +74,51 @@ def connect(url: str = DEFAULT_REDIS_URL, *, check: bool = True) -> redis.Redis:
         try:
             client.ping()
         except (redis.RedisError, OSError) as exc:
+            raise RedisUnavailable(redact(url), str(exc)) from exc
+    return client
+
+
+def _connect_cluster(url: str) -> RedisCluster:
+    """RedisCluster for ``redis+cluster://[USER:PASSWORD@]HOST:PORT``: redis-py reads
+    the same URL with the plain scheme; a cluster has no database number."""
+    parts = urlsplit(url)
+    if parts.path.strip("/"):
+        raise UnknownRedisUrl(f"Redis Cluster URL {redact(url)!r}: a cluster has only database 0")
+    plain = urlunsplit(parts._replace(scheme="redis"))
+    try:
+        return RedisCluster.from_url(plain, decode_responses=True, socket_connect_timeout=2.0)
+    except ValueError as exc:
+        raise UnknownRedisUrl(f"malformed Redis URL {redact(url)!r}: {exc}") from None
+    except (redis.RedisError, OSError) as exc:
+        raise RedisUnavailable(redact(url), str(exc)) from exc
+
+
+async def connect_async(url: str = DEFAULT_REDIS_URL, *,
+                        check: bool = True) -> "redis.asyncio.Redis":
+    """The redis.asyncio twin of :func:`connect`, for the service: same URLs, same checks.
+
+    A ``fake://NAME`` client shares NAME's FakeServer with the sync clients, so
+    the service and consumers in threads of the same process see one store.
+    """
+    import fakeredis.aioredis
+    import redis.asyncio
+
+    if urlsplit(url).scheme == CLUSTER_SCHEME:
+        # redis.asyncio's RedisCluster has no pub/sub, which the status stream needs.
+        raise UnknownRedisUrl(f"{redact(url)!r}: the service does not run on a cluster yet")
+    connect(url, check=False).close()  # the same URL validation, without a round trip
+    client: redis.asyncio.Redis
+    if urlsplit(url).scheme == "fake":
+        name = url.split("://", 1)[1] or "default"
+        server = _fake_servers.setdefault(name, fakeredis.FakeServer())
+        client = fakeredis.aioredis.FakeRedis(server=server, decode_responses=True)
+    else:
+        client = redis.asyncio.Redis.from_url(url, decode_responses=True,
+                                              socket_connect_timeout=2.0)
+    if check:
+        try:
+            await client.ping()
+        except (redis.RedisError, OSError) as exc:
+            await client.aclose()
             raise RedisUnavailable(redact(url), str(exc)) from exc
     return client

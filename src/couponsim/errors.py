@@ -109,3 +109,28 @@ class UnknownRedisUrl(InvalidInput):
 
 class UnknownDatabaseUrl(InvalidInput):
     """A database URL that is malformed or names a database this package does not support."""
+
+
+class MissingExtra(CouponsimError, ImportError):
+    """A command needs an optional extra that is not installed (``pip install -e '.[X]'``)."""
+
+    def __init__(self, extra: str, reason: str) -> None:
+        super().__init__(extra, reason)
+        self.extra = extra
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (f"{self.reason}; install the {self.extra!r} extra: "
+                f"pip install -e '.[{self.extra}]'")
+
+
+class SchedulerUnavailable(CouponsimError, ConnectionError):
+    """The Dask scheduler named by an address did not answer: no sweep run was started."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(address, reason)
+        self.address = address
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot reach the Dask scheduler at {self.address}: {self.reason}"
