@@ -33,10 +33,6 @@ from couponsim.sim.results import save
 from couponsim.sim.run import simulate
 from couponsim.sim.scenario import load_scenario, scenario_names
 from couponsim.spike import SpikeConfig, SpikeResult, run_spike
-from couponsim.sweep.executors import open_executor
-from couponsim.sweep.job import run_sweep
-from couponsim.sweep.job import save as save_sweep
-from couponsim.sweep.spec import load_sweep
 from couponsim.verify import InvariantReport, check_invariants
 
 SPIKE = "spike"
@@ -296,6 +292,13 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
 
 def _sweep(args: argparse.Namespace) -> bool:
     """Run the sweep, write its files, print its summary; True when every invariant held."""
+    # Imported here: sweeps pull in pyarrow and matplotlib's figure, half a second
+    # that every other command (the main job included) would pay at start.
+    from couponsim.sweep.executors import open_executor
+    from couponsim.sweep.job import run_sweep
+    from couponsim.sweep.job import save as save_sweep
+    from couponsim.sweep.spec import load_sweep
+
     spec = load_sweep(args.file, replications=args.replications)
     out = args.out or Path("out/sweeps") / spec.name
     with open_executor(args.workers, args.scheduler) as executor:
