@@ -133,6 +133,8 @@ def test_the_overload_scenario_engages_the_gateway(embedded: SyncDriver) -> None
     waits = room_waits(outcome)
     assert len(waits) > 1000 and (waits.position >= 1).all() and (waits.actual_wait_s >= 0).all()
     assert (waits.estimated_wait_s == waits.position / 100).all(), "100 admitted a second"
+    told_sold_out = waits[waits.final_state == "SOLD_OUT"]
+    assert (told_sold_out.actual_wait_s > 0).all(), "their answer came when the room closed"
 
 
 def test_the_command_runs_a_scenario_and_writes_its_files(

@@ -364,6 +364,9 @@ class Model:
                     return
                 if state in FINAL_STATES:
                     record.answer, record.status_of = state, request_id or ""
+                    if state != "ISSUED":        # told now, after the wait in the room
+                        record.final_state, record.final_ms = state, self.env.now
+                        return
                     continue
                 if news.triggered and self.room_news.get(record.user) is news:
                     del self.room_news[record.user]     # not final yet: wait for the next

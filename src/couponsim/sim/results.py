@@ -169,8 +169,8 @@ def figure(outcome: Outcome) -> Any:
     ax = axes[0][1]
     answered = requests.dropna(subset=["answer_ms"])
     quantiles = answered.groupby("path").answer_ms.quantile([0.5, 0.95, 0.99]).unstack()
-    quantiles.plot.bar(ax=ax, rot=0)
-    ax.set(xlabel="path through the service", ylabel="time to answer (ms)",
+    quantiles.plot.barh(ax=ax)   # horizontal: the paths' names are long
+    ax.set(ylabel="path through the service", xlabel="time to answer (ms)",
            title="Answer latency percentiles by path")
     ax.legend(["p50", "p95", "p99"])
     ax = axes[1][0]
