@@ -53,7 +53,7 @@ class Outcome:
             "users_by_final_state": users_by_final_state(people),
             "requests_by_kind": {str(k): int(n)
                                  for k, n in self.requests.kind.value_counts().items()},
-            "bot_coupons": int(bots.answer.isin(["ISSUED"]).sum()),
+            "bot_coupons": int((bots.answer == "ISSUED").sum()),
             "checkouts": {f"{action} {outcome}": int(n) for (action, outcome), n in
                           self.checkouts.groupby(["action", "outcome"]).size().items()}
             if len(self.checkouts) else {},
