@@ -24,7 +24,7 @@ from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest, issue
 from couponsim.flows.status import RequestState, read_seed_status, read_status
 from couponsim.keys import CouponKeys, user_coupons_key
 from couponsim.persistence.repository import Repository
-from couponsim.records import Decided, IssuedCoupon
+from couponsim.records import Decided, Decision, IssuedCoupon
 from couponsim.verify import check_invariants
 
 from .conftest import open_event
@@ -185,10 +185,22 @@ def test_compensation_and_persistence_decide_a_request_exactly_once(
 
 
 def test_the_database_enforces_the_per_user_limit_too(repository: Repository) -> None:
+    """A second request for a (user, ordinal) the user holds is decided COMPENSATED at
+    once (a promoted replica that forgot the user's mark issues those), whether the
+    first was stored before or sits earlier in the same batch; the first keeps its code."""
     repository.save_coupon(CouponEvent("c1", stock=5))
-    repository.persist_issued([IssuedCoupon("C-1", "r1", "u1", "c1", 1, NOW, NOW + 10)])
-    with pytest.raises(PersistenceError):
-        repository.persist_issued([IssuedCoupon("C-2", "r2", "u1", "c1", 1, NOW, NOW + 10)])
+    first = repository.persist_issued([IssuedCoupon("C-1", "r1", "u1", "c1", 1, NOW, NOW + 10)])
+    again = repository.persist_issued([
+        IssuedCoupon("C-2", "r2", "u1", "c1", 1, NOW, NOW + 10),
+        IssuedCoupon("C-3", "r3", "u2", "c1", 1, NOW, NOW + 10),
+        IssuedCoupon("C-4", "r4", "u2", "c1", 1, NOW, NOW + 10)])
+    assert {request: decided.decision for request, decided in again.items()} == {
+        "r2": Decision.COMPENSATED, "r3": Decision.PERSISTED, "r4": Decision.COMPENSATED}
+    assert repository.persist_issued([IssuedCoupon("C-1", "r1", "u1", "c1", 1, NOW, NOW + 10)]) \
+        == first, "a redelivery of the holder is still its own coupon"
+    ledger = repository.ledger("c1")
+    assert sorted(ledger.coupons) == [("r1", "u1", 1), ("r3", "u2", 1)]
+    assert ledger.compensated == {"r2", "r4"}
 
 
 @pytest.mark.real_redis

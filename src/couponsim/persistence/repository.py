@@ -110,6 +110,7 @@ class Repository:
                   "decision": Decision.PERSISTED.value, "reason": ""} for c in coupons],
             )
             decided = self._decisions(session, coupon_id, ids)
+            decided = self._one_per_ordinal(session, coupon_id, coupons, decided)
             if self.cap_at_stock:
                 decided = self._within_stock(session, coupon_id, coupons, decided)
             rows = [vars(c) | {"status": "ACTIVE"} for c in coupons
@@ -324,13 +325,44 @@ class Repository:
                     room -= 1
                 else:
                     excess.append(coupon.request_id)
-        if excess:
+        return decided | Repository._overrule(session, coupon_id, excess,
+                                              "over the event's stock")
+
+    @staticmethod
+    def _one_per_ordinal(session: Session, coupon_id: str, coupons: Sequence[IssuedCoupon],
+                         decided: dict[str, Decision]) -> dict[str, Decision]:
+        """Turn a PERSISTED decision into COMPENSATED where the user already holds that
+        ordinal under another request (stored before, or earlier in this batch).
+
+        Redis never issues those; a promoted replica that forgot a user's mark does.
+        Left to the (user, coupon, ordinal) key, the insert would fail the batch and
+        the entry would wait for ``max_deliveries`` redeliveries to be compensated;
+        decided here, the stock comes back at once and the user keeps one coupon.
+        """
+        users = {coupon.user_id for coupon in coupons}
+        held = {(user, int(ordinal)): request for request, user, ordinal in session.execute(
+            select(UserCoupon.request_id, UserCoupon.user_id, UserCoupon.ordinal)
+            .where(UserCoupon.coupon_id == coupon_id, UserCoupon.user_id.in_(users)))}
+        taken = []
+        for coupon in coupons:
+            if decided[coupon.request_id] is not Decision.PERSISTED:
+                continue
+            holder = held.setdefault((coupon.user_id, coupon.ordinal), coupon.request_id)
+            if holder != coupon.request_id:
+                taken.append(coupon.request_id)
+        return decided | Repository._overrule(session, coupon_id, taken,
+                                              "the user holds this coupon already")
+
+    @staticmethod
+    def _overrule(session: Session, coupon_id: str, requests: list[str],
+                  reason: str) -> dict[str, Decision]:
+        """Record requests first decided PERSISTED in this transaction as COMPENSATED."""
+        if requests:
             session.execute(update(IssueDecision)
                             .where(IssueDecision.coupon_id == coupon_id,
-                                   IssueDecision.request_id.in_(excess))
-                            .values(decision=Decision.COMPENSATED.value,
-                                    reason="over the event's stock"))
-        return decided | dict.fromkeys(excess, Decision.COMPENSATED)
+                                   IssueDecision.request_id.in_(requests))
+                            .values(decision=Decision.COMPENSATED.value, reason=reason))
+        return dict.fromkeys(requests, Decision.COMPENSATED)
 
     @staticmethod
     def _decisions(session: Session, coupon_id: str, ids: list[str]) -> dict[str, Decision]:
