@@ -13,6 +13,14 @@ import httpx
 import pytest
 
 from couponsim.cli import main
+from couponsim.connection import connect
+from couponsim.consumers import drain
+from couponsim.drivers.sync import SyncDriver
+from couponsim.event import CouponEvent
+from couponsim.flows import Variant, lifecycle
+from couponsim.keys import CouponKeys
+from couponsim.persistence.repository import Repository
+from couponsim.records import IssuedCoupon
 from couponsim.service.config import ServiceConfig
 from couponsim.service.problem import PROBLEM_JSON
 
@@ -59,9 +67,16 @@ def test_an_operator_defines_an_event_and_a_user_gets_uses_and_gives_back_a_coup
             twice = await client.post("/api/v1/orders/o2/apply-coupon", headers=user,
                                       json={"code": code, "amount": 20_000})
             assert twice.status_code == 409 and twice.json()["code"] == "already-used"
+            mine = await client.get("/api/v1/users/me/coupons", headers=user)
+            assert [(c["code"], c["coupon_id"], c["status"], c["order_id"])
+                    for c in mine.json()] == [(code, "sale", "USED", "o1")]
             cancel = await client.post("/api/v1/orders/o1/cancel-coupon", headers=user,
                                        json={"code": code})
             assert cancel.json() == {"released": True, "status": "ACTIVE"}
+            mine = await client.get("/api/v1/users/me/coupons", headers=user)
+            assert [c["status"] for c in mine.json()] == ["ACTIVE"]
+            assert (await client.get("/api/v1/users/me/coupons",
+                                     headers={"X-User-ID": "bob"})).json() == []
             cancel = await client.post("/api/v1/orders/o1/cancel-coupon", headers=user,
                                        json={"code": code})
             assert cancel.json() == {"released": False, "status": None}
@@ -90,6 +105,40 @@ def test_one_user_cannot_hammer_the_issue_route(tmp_path: Path) -> None:
         other = httpx.post(f"{live.url}/api/v1/coupons/issue", json={"coupon_id": "c"},
                            headers={"X-User-ID": "modest"})
         assert other.status_code == 202
+
+
+def test_the_sold_out_flag_is_cleared_when_stock_comes_back(tmp_path: Path) -> None:
+    """The instance answers a sold-out coupon from its flag, but a unit given back (a
+    compensation, announced on the status channel) reaches its hub and clears the flag:
+    the next user is issued the unit, not refused. Here the database refuses u1's
+    coupon (u1 holds one from before) and the consumer compensates it."""
+    config = _config(tmp_path)
+    event = CouponEvent("flag", stock=1)
+    with live_service(config, worker=False) as live:
+        driver = SyncDriver(connect(config.redis_url), config.redis_url,
+                            Repository.from_url(config.db_url))
+        driver.run(lifecycle.open_event(event, Variant.HARDENED))
+        driver.repository.save_coupon(event)  # type: ignore[union-attr]
+        driver.repository.persist_issued([  # type: ignore[union-attr]
+            IssuedCoupon("FLAG-EARLIER", "earlier", "u1", "flag", 1, 0, 10**13)])
+
+        def press(user: str) -> httpx.Response:
+            return httpx.post(f"{live.url}/api/v1/coupons/issue", json={"coupon_id": "flag"},
+                              headers={"X-User-ID": user})
+
+        assert press("u1").status_code == 202
+        assert [press(user).status_code for user in ("u2", "u3")] == [410, 410]
+        assert driver.client.get(CouponKeys("flag").stock) == "0"
+        drain(driver, "flag")
+        assert driver.client.get(CouponKeys("flag").stock) == "1", "the unit came back"
+        for _ in range(100):   # the hub hears the FAILED update a moment after Redis sent it
+            again = press("u4")
+            if again.status_code != 410:
+                break
+            time.sleep(0.05)
+        assert again.status_code == 202 and again.json()["status"] == "PROCESSING"
+        mine = httpx.get(f"{live.url}/api/v1/users/me/coupons", headers={"X-User-ID": "u1"})
+        assert [(c["code"], c["status"]) for c in mine.json()] == [("FLAG-EARLIER", "ACTIVE")]
 
 
 def test_the_openapi_schema_describes_every_answer(tmp_path: Path) -> None:

@@ -208,3 +208,26 @@ def test_the_hub_survives_a_lost_connection_and_streams_miss_nothing(
 
     assert asyncio.run(watch()) == ["PROCESSING", "COMPLETED"]
     repository.engine.dispose()
+
+
+def test_a_stream_hears_only_its_own_coupons_request(system: tuple[str, SyncDriver]) -> None:
+    """Request ids are unique per coupon only (a client may choose its own): the hub must
+    not hand coupon c2's update of request r1 to the stream watching c1's r1."""
+    url, driver = system
+    driver.run(lifecycle.open_event(CouponEvent("c2", stock=5), Variant.HARDENED))
+    driver.run(issue(IssueRequest("c2", "u2", "r1"), 1))
+
+    async def watch() -> list[dict[str, str]]:
+        client = await connect_async(url)
+        hub = StatusHub(client)
+        await hub.start()
+        stream = HubStream(AsyncDriver(client, url), hub, "c1", "r1")
+        try:
+            current = await stream.open()
+            await asyncio.to_thread(drain, driver, "c2")       # c2's r1 completes
+            return [event async for event in status_events(stream, current, 1.0)]
+        finally:
+            await hub.close()
+            await client.aclose()
+
+    assert _states(asyncio.run(watch())) == ["PROCESSING", "timeout"]

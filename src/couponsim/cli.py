@@ -130,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-coalesce", action="store_true",
                        help="one Redis round trip per call, not one pipeline per loop turn "
                             "(to measure what coalescing brings)")
+    serve.add_argument("--no-sold-out-flag", action="store_true",
+                       help="ask Redis even for a coupon this instance saw sold out "
+                            "(to measure what the flag brings)")
     serve.add_argument("--no-worker", action="store_true",
                        help="run no consumers, schedulers or admission here "
                             "(`couponsim worker` does)")
@@ -372,7 +375,8 @@ def _service(args: argparse.Namespace) -> None:
                                   + serve.parse_duration_ms(args.start_in)))
     config = ServiceConfig.from_env(redis_url=args.redis_url, db_url=args.db_url,
                                     identity=args.identity, stream=args.stream,
-                                    coalesce=not args.no_coalesce)
+                                    coalesce=not args.no_coalesce,
+                                    sold_out_flag=not args.no_sold_out_flag)
     serve.serve(config, args.host, args.port, with_worker=not args.no_worker, events=events)
 
 

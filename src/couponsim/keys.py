@@ -93,6 +93,14 @@ class CouponKeys:
         """Pub/sub channel of the coupon's status updates (a channel, not a key)."""
         return f"coupon:events:{self.tag}"
 
+    @staticmethod
+    def of_channel(channel: str) -> str | None:
+        """The coupon whose status channel this is, or None for any other channel."""
+        prefix, suffix = "coupon:events:{", "}"
+        if channel.startswith(prefix) and channel.endswith(suffix):
+            return channel[len(prefix):-len(suffix)] or None
+        return None
+
     @property
     def usage_channel(self) -> str:
         """Pub/sub channel of the coupon's usage events (applied, released)."""

@@ -63,13 +63,16 @@ class RedemptionRecord:
 
 @dataclass(frozen=True)
 class HeldCoupon:
-    """An issued coupon's owner and state, for the redemption invariants."""
+    """An issued coupon's owner and state: for the redemption invariants, and for a
+    user's list of coupons."""
 
     code: str
     user_id: str
     status: CouponStatus
     order_id: str | None
     expires_at_ms: int
+    coupon_id: str
+    issued_at_ms: int
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ concurrent separate calls would have done, in the same order.
 """
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -33,6 +34,23 @@ from couponsim.scripts import script_source
 T = TypeVar("T")
 
 _DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+async def forget_idle_connections(client: "redis.asyncio.Redis") -> None:
+    """Close every idle connection of ``client``'s pool: each connects anew when next used.
+
+    For a caller that has just seen Redis go away (a restart, a failover to the
+    same address). Its other pooled connections died with it, and redis.asyncio
+    8.1 hands them out again unchecked (for RESP3 it skips the pool's test for
+    a closed socket: redis/redis-py#4260), so without this the first call on
+    each of them fails, even once Redis is back. The pool's lock is held
+    meanwhile (the one it hands connections out under): no request is given a
+    connection that is being closed under it. Connections in use are left alone.
+    """
+    pool = client.connection_pool
+    async with getattr(pool, "_lock", None) or contextlib.nullcontext():
+        with contextlib.suppress(Exception):
+            await pool.disconnect(inuse_connections=False)
 
 
 class AsyncDriver:
@@ -154,6 +172,9 @@ class AsyncDriver:
         try:
             return await call
         except _DOWN as exc:
+            if isinstance(exc, redis.ConnectionError) and \
+                    not isinstance(exc, redis.BusyLoadingError):
+                await forget_idle_connections(self.client)
             raise RedisUnavailable(self.url, str(exc)) from exc
 
     async def _pipeline(self, effects: Sequence[Effect], atomic: bool) -> list[Any]:

@@ -27,6 +27,7 @@ from couponsim.keys import CouponKeys
 from couponsim.resilience.breaker import CircuitBreaker
 from couponsim.resilience.rate_limiter import RateLimiter
 from couponsim.resilience.time_limiter import TimeLimiter
+from couponsim.sold_out import SoldOutFlags
 
 CALLER_ERRORS = (InvalidInput, UnknownCoupon, RequestIdConflict)
 """Errors that say the request was wrong: they neither open nor close the breaker."""
@@ -41,6 +42,7 @@ class Path(StrEnum):
     TIMED_OUT = "queued: timed out"
     BEHIND_WAITERS = "queued: others were waiting"
     EARLY = "queued: before the start"
+    SOLD_OUT_FLAG = "answered by the sold-out flag"
 
 
 @dataclass
@@ -58,6 +60,10 @@ class Gateway:
     queue_behind_waiters: bool = True
     """Send requests to the room while anyone waits there (False: the seed's design,
     where late arrivals overtake)."""
+    sold_out: SoldOutFlags | None = None
+    """Coupons this instance saw sold out; a fresh request for one is answered SOLD_OUT
+    without Redis. None (every request asks Redis) unless something clears the flags
+    when stock comes back, as the service's status hub does."""
 
 
 @dataclass(frozen=True)
@@ -76,11 +82,20 @@ class GatewayAnswer:
         return self.outcome is not None or self.room_state in FINAL_STATES
 
 
-def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0) -> Flow[GatewayAnswer]:
+def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0,
+                  fresh: bool = False) -> Flow[GatewayAnswer]:
     """One issue request through the gateway; ``shuffle`` orders the pre-queue if it waits.
 
     Whatever the path, a user who waits keeps their arrival time as their place.
+    ``fresh``: the request id was minted for this call, so there is no earlier
+    answer to replay and a sold-out flag may answer it (a retried id must reach
+    the script, which replays what it answered first).
     """
+    flags = gateway.sold_out
+    if flags is not None and fresh and request.coupon_id in flags:
+        return GatewayAnswer(request.request_id, Path.SOLD_OUT_FLAG,
+                             outcome=IssueOutcome.SOLD_OUT)
+    epoch = flags.epoch(request.coupon_id) if flags is not None else 0
     arrived_ms = now_ms = yield Now()
     if gateway.shared_limit is not None and not (
             yield from acquire_shared(gateway.shared_limit, now_ms)).allowed:
@@ -117,6 +132,8 @@ def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0) -> 
     if result.outcome is IssueOutcome.NOT_ACTIVE:
         # Before the start the room's pre-queue takes them; after the end it says so.
         return (yield from _queue(request, Path.EARLY, arrived_ms, shuffle))
+    if flags is not None and result.outcome is IssueOutcome.SOLD_OUT:
+        flags.saw_sold_out(request.coupon_id, epoch)
     return GatewayAnswer(request.request_id, Path.DIRECT, outcome=result.outcome)
 
 

@@ -24,7 +24,7 @@ from couponsim.pricing import (
     judge,
     refused,
 )
-from couponsim.records import CouponStatus
+from couponsim.records import CouponStatus, HeldCoupon
 
 SEED_LOCK_TTL_S = 10
 """The seed's lock lifetime, as written (SET NX EX 10)."""
@@ -105,6 +105,16 @@ def release_coupon(user_id: str, order_id: str, code: str, now_ms: int) -> Flow[
         view: CouponView = yield DbCall("find_coupon", (code,))
         yield from _announce(view, status, order_id, "RELEASED", now_ms)
     return ReleaseResult(code, order_id, status)
+
+
+def coupons_held(user_id: str) -> Flow[list[HeldCoupon]]:
+    """Every coupon the user holds, of every event, from the database: the record the
+    checkout judges by (the Redis cache can be behind the consumers, or gone after a
+    restart without persistence). Requests not yet persisted are not coupons yet:
+    their status stream says when they become one."""
+    validate_id("user", user_id)
+    coupons: list[HeldCoupon] = yield DbCall("coupons_held", (user_id,))
+    return coupons
 
 
 def lock_expires(code: str) -> Flow[None]:

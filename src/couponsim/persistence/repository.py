@@ -258,8 +258,7 @@ class Repository:
             redemptions = session.scalars(
                 select(Redemption).where(Redemption.coupon_id == coupon_id)).all()
             return RedemptionLedger(
-                tuple(HeldCoupon(c.code, c.user_id, CouponStatus(c.status), c.order_id,
-                                 c.expires_at_ms) for c in coupons),
+                tuple(_held(c) for c in coupons),
                 tuple(RedemptionRecord(r.order_id, r.code, r.user_id, r.applied_at_ms,
                                        r.released_at_ms) for r in redemptions))
 
@@ -297,6 +296,10 @@ class Repository:
             return list(session.scalars(
                 select(UserCoupon).where(UserCoupon.user_id == user_id)
                 .order_by(UserCoupon.coupon_id, UserCoupon.ordinal)))
+
+    def coupons_held(self, user_id: str) -> list[HeldCoupon]:
+        """The user's coupons as plain records, for the flows."""
+        return [_held(c) for c in self.coupons_of(user_id)]
 
     @staticmethod
     def _within_stock(session: Session, coupon_id: str, coupons: Sequence[IssuedCoupon],
@@ -397,3 +400,8 @@ class Repository:
             if isinstance(exc, OperationalError) or exc.connection_invalidated:
                 raise DatabaseUnavailable(self.url, str(exc.orig)) from exc
             raise PersistenceError(f"the database refused the write: {exc.orig}") from exc
+
+
+def _held(coupon: UserCoupon) -> HeldCoupon:
+    return HeldCoupon(coupon.code, coupon.user_id, CouponStatus(coupon.status), coupon.order_id,
+                      coupon.expires_at_ms, coupon.coupon_id, coupon.issued_at_ms)

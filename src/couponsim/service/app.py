@@ -26,6 +26,7 @@ from couponsim.service.metrics import Metrics
 from couponsim.service.page import router as page_router
 from couponsim.service.routes import router
 from couponsim.service.sse import StatusHub
+from couponsim.sold_out import SoldOutFlags
 
 
 class BodyLimit:
@@ -94,8 +95,10 @@ def build_app(config: ServiceConfig, gateway: Gateway | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = await connect_async(config.redis_url)
         repository = Repository.from_url(config.db_url)
-        hub = StatusHub(client)
-        if config.stream is StreamVariant.HARDENED:
+        hardened = config.stream is StreamVariant.HARDENED
+        state.gateway.sold_out = SoldOutFlags() if config.sold_out_flag and hardened else None
+        hub = StatusHub(client, sold_out=state.gateway.sold_out)
+        if hardened:
             await hub.start()
         app.state.driver = AsyncDriver(client, config.redis_url, repository,
                                        coalesce=config.coalesce)

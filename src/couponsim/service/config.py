@@ -53,6 +53,10 @@ class ServiceConfig:
     coalesce: bool = True
     """Send the single Redis calls of concurrent requests in one pipeline per turn of
     the event loop (drivers/aio.py); off only to measure what it brings."""
+    sold_out_flag: bool = True
+    """Answer a fresh request for a coupon this instance saw sold out without asking
+    Redis (sold_out.py). Only with the hardened stream, whose hub clears the flag when
+    stock comes back; off only to measure what it brings."""
 
     def __post_init__(self) -> None:
         try:  # the command line hands in plain strings

@@ -41,13 +41,16 @@ def _bearer(authorization: str | None) -> str | None:
 
 
 async def current_user(
-        config: Annotated[ServiceConfig, Depends(_config)],
+        request: Request,
         x_user_id: Annotated[str | None, Header(
             description="the user (header identity mode)", json_schema_extra=ID_SCHEMA)]
         = None,
         authorization: Annotated[str | None, Header(description="Bearer JWT (jwt mode)")]
         = None) -> str:
-    """The calling user's id, or a 401/400 problem."""
+    """The calling user's id, or a 401/400 problem. (The config is read here rather
+    than through a sub-dependency: each dependency FastAPI solves costs the issue
+    route, which carries the crowd, a share of every request.)"""
+    config: ServiceConfig = request.app.state.config
     if config.identity is IdentityMode.HEADER:
         if x_user_id is None:
             raise Problem(401, "missing-identity", "X-User-ID is required")

@@ -9,6 +9,7 @@ answer is, is decided by the flows.
   replays the first answer (the issue script keeps it).
 - ``GET /api/v1/coupons/{coupon}/status/{request}``: Server-Sent Events.
 - ``GET /api/v1/coupons/{coupon}/waiting-room``: the caller's place and wait.
+- ``GET /api/v1/users/me/coupons``: the caller's coupons, from the database.
 - ``POST /api/v1/orders/{order}/apply-coupon`` and ``.../cancel-coupon``.
 - ``POST /api/v1/admin/coupons``: define and warm up an event (admin token).
 - ``/health`` (Redis and database answer), ``/livez`` (the process answers),
@@ -32,7 +33,7 @@ from couponsim.event import CouponEvent, DiscountKind
 from couponsim.flows.gateway import Gateway, GatewayAnswer, gateway_issue
 from couponsim.flows.issue import IssueOutcome, IssueRequest
 from couponsim.flows.lifecycle import WarmupOutcome, warm_up
-from couponsim.flows.redeem import apply_coupon, release_coupon
+from couponsim.flows.redeem import apply_coupon, coupons_held, release_coupon
 from couponsim.flows.throttle import SharedLimit, acquire_shared
 from couponsim.flows.waiting_room import PRE_QUEUE_SPREAD, room_status
 from couponsim.ids import validate_id
@@ -89,6 +90,16 @@ class RoomView(BaseModel):
     admission_rate: float | None
     request_id: str | None
     status_url: str | None
+
+
+class HeldCouponView(BaseModel):
+    code: str
+    coupon_id: str
+    status: str
+    """ACTIVE, USED (on ``order_id``) or EXPIRED."""
+    order_id: str | None
+    issued_at_ms: int
+    expires_at_ms: int
 
 
 class ApplyBody(_Strict):
@@ -153,11 +164,11 @@ def room_url(coupon_id: str) -> str:
 
 @router.post("/api/v1/coupons/issue", status_code=202, response_model=IssueAccepted,
              responses=responses(400, 401, 403, 404, 409, 410, 413, 422, 429, 503))
-async def issue_coupon(body: IssueBody, user: User, request: Request, response: Response,
+async def issue_coupon(body: IssueBody, user: User, request: Request,
                        idempotency_key: Annotated[str | None, Header(
                            description="the request id; the same key replays the first "
                                        "answer", json_schema_extra=ID_SCHEMA)] = None
-                       ) -> IssueAccepted:
+                       ) -> Response:
     driver, config = _driver(request), _config(request)
     metrics: Metrics = request.app.state.metrics
     gateway: Gateway = request.app.state.gateway
@@ -172,24 +183,31 @@ async def issue_coupon(body: IssueBody, user: User, request: Request, response: 
             raise Problem(429, "rate-limited", "Too many requests from this user",
                           headers={"Retry-After": str(-(-verdict.retry_after_ms // 1000))})
     answer = await driver.run(gateway_issue(gateway, issue_request,
-                                            secrets.randbelow(PRE_QUEUE_SPREAD)))
+                                            secrets.randbelow(PRE_QUEUE_SPREAD),
+                                            fresh=idempotency_key is None))
     told = answer.outcome.value if answer.outcome is not None else answer.room_state or ""
     metrics.answers.labels(told).inc()
     if told in _REFUSED:
         status, code, title = _REFUSED[told]
         raise Problem(status, code, title, request_id=answer.request_id)
-    return _accepted(answer, body.coupon_id, response)
+    return _accepted(answer, body.coupon_id)
 
 
-def _accepted(answer: GatewayAnswer, coupon_id: str, response: Response) -> IssueAccepted:
+def _accepted(answer: GatewayAnswer, coupon_id: str) -> Response:
+    """The 202, serialized here: a returned model would be validated against the
+    response model and encoded again by FastAPI, on the route that carries the crowd.
+    The response model still documents it."""
     if answer.outcome is IssueOutcome.ISSUED:
-        response.headers["Location"] = status_url(coupon_id, answer.request_id)
-        return IssueAccepted(request_id=answer.request_id, status="PROCESSING",
-                             path=answer.path.value)
-    response.headers["Location"] = room_url(coupon_id)
-    return IssueAccepted(request_id=answer.request_id, status="QUEUED",
-                         room_state=answer.room_state, position=answer.position,
-                         path=answer.path.value)
+        location = status_url(coupon_id, answer.request_id)
+        accepted = IssueAccepted(request_id=answer.request_id, status="PROCESSING",
+                                 path=answer.path.value)
+    else:
+        location = room_url(coupon_id)
+        accepted = IssueAccepted(request_id=answer.request_id, status="QUEUED",
+                                 room_state=answer.room_state, position=answer.position,
+                                 path=answer.path.value)
+    return Response(accepted.model_dump_json(), 202, {"Location": location},
+                    media_type="application/json")
 
 
 @router.get("/api/v1/coupons/{coupon_id}/status/{request_id}",
@@ -231,6 +249,15 @@ async def waiting_room(coupon_id: str, user: User, request: Request) -> RoomView
                     request_id=seen.request_id,
                     status_url=status_url(coupon_id, seen.request_id)
                     if issued and seen.request_id else None)
+
+
+@router.get("/api/v1/users/me/coupons", response_model=list[HeldCouponView],
+            responses=responses(400, 401, 503))
+async def my_coupons(user: User, request: Request) -> list[HeldCouponView]:
+    held = await _driver(request).run(coupons_held(user))
+    return [HeldCouponView(code=c.code, coupon_id=c.coupon_id, status=c.status.value,
+                           order_id=c.order_id, issued_at_ms=c.issued_at_ms,
+                           expires_at_ms=c.expires_at_ms) for c in held]
 
 
 @router.post("/api/v1/orders/{order_id}/apply-coupon", response_model=ApplyAnswer,

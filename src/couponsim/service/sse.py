@@ -24,10 +24,11 @@ from typing import Any, Protocol
 import redis
 import redis.asyncio
 
-from couponsim.drivers.aio import AsyncDriver
+from couponsim.drivers.aio import AsyncDriver, forget_idle_connections
 from couponsim.errors import RedisUnavailable, UnknownRequest
-from couponsim.flows.status import RequestStatus, read_status
+from couponsim.flows.status import RequestState, RequestStatus, read_status
 from couponsim.keys import CouponKeys
+from couponsim.sold_out import SoldOutFlags
 
 STATUS_CHANNELS = "coupon:events:*"
 """Every coupon's status channel (``CouponKeys.channel``), for the hub's one subscription."""
@@ -67,8 +68,10 @@ class Listener:
     """One stream's mailbox at the hub: updates of its request, or None meaning
     "the hub lost its connection for a while: read the status again"."""
 
-    def __init__(self, hub: "StatusHub", request_id: str) -> None:
-        self.request_id = request_id
+    def __init__(self, hub: "StatusHub", coupon_id: str, request_id: str) -> None:
+        self.key = (CouponKeys(coupon_id).channel, request_id)
+        """Its coupon's channel and its request: request ids are unique per coupon only
+        (a client may choose its own with Idempotency-Key)."""
         self.queue: asyncio.Queue[RequestStatus | None] = asyncio.Queue()
         self._hub = hub
 
@@ -83,12 +86,17 @@ class StatusHub:
     process, and each stream gets only its own request's updates. If the
     connection drops (a Redis restart), the hub subscribes again and tells every
     listener to re-read, since updates published meanwhile are gone.
+
+    Hearing every update, the hub also keeps the instance's sold-out flags
+    honest: a FAILED update is a compensation, which gives a unit back.
     """
 
-    def __init__(self, client: "redis.asyncio.Redis", retry_s: float = 0.5) -> None:
+    def __init__(self, client: "redis.asyncio.Redis", retry_s: float = 0.5,
+                 sold_out: SoldOutFlags | None = None) -> None:
         self._client = client
         self._retry_s = retry_s
-        self._listeners: dict[str, set[Listener]] = {}
+        self._sold_out = sold_out
+        self._listeners: dict[tuple[str, str], set[Listener]] = {}
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
 
@@ -104,17 +112,17 @@ class StatusHub:
         if self._pubsub is not None:
             await _unsubscribe(self._pubsub)
 
-    def listen(self, request_id: str) -> Listener:
-        listener = Listener(self, request_id)
-        self._listeners.setdefault(request_id, set()).add(listener)
+    def listen(self, coupon_id: str, request_id: str) -> Listener:
+        listener = Listener(self, coupon_id, request_id)
+        self._listeners.setdefault(listener.key, set()).add(listener)
         return listener
 
     def remove(self, listener: Listener) -> None:
-        waiting = self._listeners.get(listener.request_id)
+        waiting = self._listeners.get(listener.key)
         if waiting is not None:
             waiting.discard(listener)
             if not waiting:
-                del self._listeners[listener.request_id]
+                del self._listeners[listener.key]
 
     @property
     def listening(self) -> int:
@@ -134,19 +142,30 @@ class StatusHub:
                 await self._resubscribe()
                 continue
             status = _status(message)
-            if status is not None:
-                for listener in self._listeners.get(status.request_id, ()):
-                    listener.queue.put_nowait(status)
+            if status is None:
+                continue
+            if status.state is RequestState.FAILED and self._sold_out is not None:
+                coupon_id = CouponKeys.of_channel(message["channel"])
+                if coupon_id is not None:
+                    self._sold_out.stock_returned(coupon_id)
+            for listener in self._listeners.get((message["channel"], status.request_id), ()):
+                listener.queue.put_nowait(status)
 
     async def _resubscribe(self) -> None:
         with contextlib.suppress(*_LOST):
             await self._pubsub.aclose()
+        # The client's other connections went with this one: drop them now and once
+        # back, so that neither a request nor a listener's re-read gets a dead one.
+        await forget_idle_connections(self._client)
         while True:
             await asyncio.sleep(self._retry_s)
             try:
                 await self._subscribe()
             except (*_LOST, RedisUnavailable):
                 continue
+            await forget_idle_connections(self._client)
+            if self._sold_out is not None:
+                self._sold_out.forget_all()
             for waiting in self._listeners.values():
                 for listener in waiting:
                     listener.queue.put_nowait(None)
@@ -174,7 +193,7 @@ class HubStream:
         self._listener: Listener | None = None
 
     async def open(self) -> RequestStatus:
-        self._listener = self._hub.listen(self._request_id)
+        self._listener = self._hub.listen(self._coupon_id, self._request_id)
         try:
             return await self._read()
         except BaseException:  # unknown, malformed, Redis down: nobody will listen
@@ -213,7 +232,11 @@ class DesignStream:
         if current is None:
             raise UnknownRequest(self._request_id)
         self._pubsub = self._driver.client.pubsub()
-        await self._pubsub.subscribe(CouponKeys(self._coupon_id).channel)
+        try:   # a connection of its own per stream: the pool's size bounds the streams
+            await self._pubsub.subscribe(CouponKeys(self._coupon_id).channel)
+        except _LOST as exc:
+            await self.close()
+            raise RedisUnavailable(self._driver.url, str(exc)) from exc
         return current
 
     async def next(self, timeout_s: float) -> RequestStatus | None:
