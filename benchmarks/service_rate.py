@@ -1,11 +1,16 @@
 """Requests per second and latency of the live service's issue route, next to a bare
-route of the same app, on one uvicorn worker over loopback.
+route of the same app, on one uvicorn worker over loopback; and what each lever brings.
 
 The service runs in a subprocess (``couponsim serve --no-worker``: no consumer
-competes for the CPU); a bounded Python load generator (httpx, asyncio,
-``--connections`` concurrent clients, ``--seconds`` per route) shares the
-machine's cores with it, so the figures are a floor. Every issue request is a
-new user for an event with a large stock: the path that writes the most.
+competes for the CPU); a bounded load generator shares the machine's cores with
+it, so the figures are a floor. Routes measured:
+
+- ``bare``: ``/livez``, the app's own cost with no I/O;
+- ``issue``: every request a new user for an event with a large stock, the path
+  that writes the most; also with ``--no-coalesce`` (one Redis round trip per call);
+- ``sold-out``: every request a new user for an event already sold out, as the
+  crowd after the last coupon; also with ``--no-sold-out-flag`` (Redis asked each time).
+
 With ``--load wrk`` (Debian's ``wrk``, C, one thread) the generator costs far
 less CPU than httpx, which on 2 cores took most of a core itself.
 
@@ -24,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import count
 
 import httpx
@@ -31,81 +38,132 @@ import httpx
 from couponsim.drivers.sync import SyncDriver
 from couponsim.event import CouponEvent
 from couponsim.flows import Variant, lifecycle
+from couponsim.flows.issue import IssueRequest, issue
 
-COUPON = "bench-service"
+COUPONS = {"issue": "bench-service", "sold-out": "bench-sold-out"}
+EXPECTED = {"bare": 200, "issue": 202, "sold-out": 410}
+"""The answer each route must give; anything else is counted as an error."""
 
 
-async def _load(base: str, route: str, connections: int, seconds: float) -> list[float]:
-    """Latencies (s) of every request answered within ``seconds``; non-2xx is an error."""
+def _request(route: str, user: str) -> tuple[str, str, dict[str, str], str | None]:
+    if route == "bare":
+        return "GET", "/livez", {}, None
+    return ("POST", "/api/v1/coupons/issue",
+            {"Content-Type": "application/json", "X-User-ID": user},
+            f'{{"coupon_id": "{COUPONS[route]}"}}')
+
+
+async def _load(base: str, route: str, connections: int, seconds: float
+                ) -> tuple[list[float], int]:
+    """Latencies (s) of the requests answered within ``seconds``, and the errors."""
     latencies: list[float] = []
+    errors = 0
     users = count()
     stop_at = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
 
     async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal errors
         while time.perf_counter() < stop_at:
+            method, path, headers, body = _request(route, f"u{next(users)}")
             started = time.perf_counter()
-            if route == "issue":
-                answer = await client.post("/api/v1/coupons/issue", json={"coupon_id": COUPON},
-                                           headers={"X-User-ID": f"u{next(users)}"})
-            else:
-                answer = await client.get("/livez")
-            if answer.status_code >= 300:
-                raise RuntimeError(f"{route}: {answer.status_code} {answer.text}")
+            answer = await client.request(method, path, headers=headers, content=body)
+            if answer.status_code != EXPECTED[route]:
+                errors += 1
             latencies.append(time.perf_counter() - started)
 
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
         await asyncio.gather(*(client_loop(client) for _ in range(connections)))
-    return latencies
+    return latencies, errors
 
 
-WRK_ISSUE = """
+WRK_SCRIPT = """
 counter = 0
 request = function()
   counter = counter + 1
-  return wrk.format("POST", "/api/v1/coupons/issue",
+  return wrk.format(__METHOD__, __PATH__,
     {["Content-Type"] = "application/json",
-     ["X-User-ID"] = "w" .. tostring(math.random(1, 1000000000)) .. "-" .. counter},
-    '{"coupon_id": "__COUPON__"}')
+     ["X-User-ID"] = "__RUN__-" .. counter},
+    __BODY__)
 end
-""".replace("__COUPON__", COUPON)
-"""Each issue request a new user: the path that writes the most."""
-
-WRK_DONE = """
 done = function(summary, latency, requests)
   io.write(string.format("wrk-result %d %.3f %.3f %d\\n", summary.requests,
     latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    summary.errors.status + summary.errors.connect + summary.errors.read
-      + summary.errors.write + summary.errors.timeout))
+    summary.errors.connect + summary.errors.read + summary.errors.write
+      + summary.errors.timeout))
 end
 """
-"""Requests, p50 and p99 (ms) and errors (non-2xx included) on one line."""
+"""Each request a new user (wrk's Lua random numbers repeat from run to run: the run's
+own prefix keeps users apart). Prints requests, p50 and p99 (ms) and transport errors; wrk
+counts non-2xx answers itself (the sold-out route's 410s are expected, and its stock is
+checked in Redis afterwards)."""
 
 
-def _wrk(base: str, route: str, connections: int, seconds: float) -> float:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write((WRK_ISSUE if route == "issue" else "") + WRK_DONE)
-        script.flush()
-        out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", script.name,
-             f"{base}{'/livez' if route == 'bare' else '/api/v1/coupons/issue'}"],
-            capture_output=True, text=True, check=True).stdout
+def _wrk(base: str, route: str, connections: int, seconds: float) -> tuple[float, float,
+                                                                           float, int, int]:
+    method, path, _headers, body = _request(route, "")
+    script = (WRK_SCRIPT.replace("__METHOD__", f'"{method}"').replace("__PATH__", f'"{path}"')
+              .replace("__BODY__", "nil" if body is None else f"'{body}'")
+              .replace("__RUN__", f"w{time.time_ns()}"))
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as file:
+        file.write(script)
+        file.flush()
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s",
+                              file.name, f"{base}{path}"],
+                             capture_output=True, text=True, check=True).stdout
     found = re.search(r"wrk-result (\d+) ([\d.]+) ([\d.]+) (\d+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if found is None:
         raise RuntimeError(f"wrk printed no result:\n{out}")
     requests, p50, p99, errors = found.groups()
-    rps = int(requests) / seconds
-    print(f"{route:<8} {rps:>8,.0f} rps   p50 {float(p50):6.1f} ms   p99 {float(p99):6.1f} ms"
-          f"   ({int(requests):,} requests, {errors} errors)  [wrk]")
+    wrong = int(non_2xx.group(1)) if non_2xx and route != "sold-out" else 0
+    return (int(requests) / seconds, float(p50), float(p99), int(requests),
+            int(errors) + wrong)
+
+
+def _measure(base: str, route: str, lever: str, args: argparse.Namespace) -> float:
+    if args.load == "wrk":
+        rps, p50, p99, requests, errors = _wrk(base, route, args.connections, args.seconds)
+    else:
+        latencies, errors = asyncio.run(_load(base, route, args.connections, args.seconds))
+        cuts = statistics.quantiles(latencies, n=100)
+        rps, p50, p99 = len(latencies) / args.seconds, cuts[49] * 1000, cuts[98] * 1000
+        requests = len(latencies)
+    print(f"{route:<9} {lever:<18} {rps:>8,.0f} rps   p50 {p50:6.1f} ms   "
+          f"p99 {p99:6.1f} ms   ({requests:,} requests, {errors} errors)")
     return rps
 
 
-def _report(route: str, latencies: list[float], seconds: float) -> float:
-    cuts = statistics.quantiles(latencies, n=100)
-    rps = len(latencies) / seconds
-    print(f"{route:<8} {rps:>8,.0f} rps   p50 {cuts[49] * 1000:6.1f} ms   "
-          f"p99 {cuts[98] * 1000:6.1f} ms   ({len(latencies):,} requests)")
-    return rps
+@contextmanager
+def _service(args: argparse.Namespace, *flags: str) -> Iterator[str]:
+    """``couponsim serve --no-worker`` with ``flags`` in a subprocess; yields its base URL."""
+    with tempfile.TemporaryDirectory() as scratch:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "couponsim.cli", "serve", "--no-worker", "--port",
+             str(args.port), "--redis-url", args.redis_url,
+             "--db-url", f"sqlite:///{scratch}/bench.sqlite", *flags], env=os.environ)
+        base = f"http://127.0.0.1:{args.port}"
+        try:
+            for _ in range(400):
+                try:
+                    httpx.get(f"{base}/livez").raise_for_status()
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            yield base
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.wait(20)
+
+
+def _open_events(driver: SyncDriver) -> None:
+    for coupon in COUPONS.values():
+        driver.run(lifecycle.purge(coupon))
+    driver.run(lifecycle.open_event(CouponEvent(COUPONS["issue"], stock=10**9),
+                                    Variant.HARDENED))
+    driver.run(lifecycle.open_event(CouponEvent(COUPONS["sold-out"], stock=1),
+                                    Variant.HARDENED))
+    driver.run(issue(IssueRequest(COUPONS["sold-out"], "the-winner", "the-winner"), 0))
 
 
 def main() -> None:
@@ -115,45 +173,33 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--no-coalesce", action="store_true",
-                        help="serve with one Redis round trip per call")
     parser.add_argument("--load", choices=["httpx", "wrk"],
                         default="wrk" if shutil.which("wrk") else "httpx",
                         help="the load generator (default: wrk when installed)")
     args = parser.parse_args()
     driver = SyncDriver.from_url(args.redis_url)
-    driver.run(lifecycle.purge(COUPON))
-    driver.run(lifecycle.open_event(CouponEvent(COUPON, stock=10**9), Variant.HARDENED))
-    with tempfile.TemporaryDirectory() as scratch:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "couponsim.cli", "serve", "--no-worker", "--port",
-             str(args.port), "--redis-url", args.redis_url,
-             "--db-url", f"sqlite:///{scratch}/bench.sqlite",
-             *(["--no-coalesce"] if args.no_coalesce else [])], env=os.environ)
-        base = f"http://127.0.0.1:{args.port}"
-        try:
-            for _ in range(200):
-                try:
-                    httpx.get(f"{base}/livez").raise_for_status()
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
-            print(f"one uvicorn worker, {args.connections} connections, "
-                  f"{args.seconds:g} s per route, Redis {args.redis_url}, "
-                  f"{'one round trip per call' if args.no_coalesce else 'coalesced'}")
-            if args.load == "wrk":
-                bare = _wrk(base, "bare", args.connections, args.seconds)
-                issued = _wrk(base, "issue", args.connections, args.seconds)
-            else:
-                bare = _report("bare", asyncio.run(
-                    _load(base, "bare", args.connections, args.seconds)), args.seconds)
-                issued = _report("issue", asyncio.run(
-                    _load(base, "issue", args.connections, args.seconds)), args.seconds)
-            print(f"issue route at {issued / bare:.0%} of the bare route (target >= 60%)")
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(20)
-            driver.run(lifecycle.purge(COUPON))
+    _open_events(driver)
+    print(f"one uvicorn worker, {args.connections} connections, {args.seconds:g} s per "
+          f"route, Redis {args.redis_url}, load from {args.load}")
+    rps: dict[tuple[str, str], float] = {}
+    runs = [("all levers", (), ("bare", "issue", "sold-out")),
+            ("no coalescing", ("--no-coalesce",), ("issue",)),
+            ("no sold-out flag", ("--no-sold-out-flag",), ("sold-out",))]
+    try:
+        for lever, flags, routes in runs:
+            with _service(args, *flags) as base:
+                for route in routes:
+                    rps[route, lever] = _measure(base, route, lever, args)
+        stock_left = driver.client.get(f"coupon:stock:{{{COUPONS['sold-out']}}}")
+        assert stock_left == "0", f"the sold-out event sold more: stock {stock_left!r}"
+    finally:
+        for coupon in COUPONS.values():
+            driver.run(lifecycle.purge(coupon))
+    bare = rps["bare", "all levers"]
+    for (route, lever), value in rps.items():
+        if route != "bare":
+            print(f"{route} ({lever}) at {value / bare:.0%} of the bare route")
+    print("target: the issue route at >= 60% of the bare route")
 
 
 if __name__ == "__main__":
