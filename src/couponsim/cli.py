@@ -133,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-sold-out-flag", action="store_true",
                        help="ask Redis even for a coupon this instance saw sold out "
                             "(to measure what the flag brings)")
+    serve.add_argument("--plain-asyncio", action="store_true",
+                       help="asyncio's loop and the h11 parser, not uvloop and httptools "
+                            "(to measure what they bring)")
     serve.add_argument("--no-worker", action="store_true",
                        help="run no consumers, schedulers or admission here "
                             "(`couponsim worker` does)")
@@ -377,7 +380,8 @@ def _service(args: argparse.Namespace) -> None:
                                     identity=args.identity, stream=args.stream,
                                     coalesce=not args.no_coalesce,
                                     sold_out_flag=not args.no_sold_out_flag)
-    serve.serve(config, args.host, args.port, with_worker=not args.no_worker, events=events)
+    serve.serve(config, args.host, args.port, with_worker=not args.no_worker, events=events,
+                plain_asyncio=args.plain_asyncio)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

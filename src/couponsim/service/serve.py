@@ -29,9 +29,11 @@ def parse_duration_ms(text: str) -> int:
 
 
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
-          with_worker: bool = True, events: Sequence[CouponEvent] = ()) -> None:
+          with_worker: bool = True, events: Sequence[CouponEvent] = (),
+          plain_asyncio: bool = False) -> None:
     """Warm up ``events``, start the worker (unless another process runs one) and
-    serve until interrupted."""
+    serve until interrupted. ``plain_asyncio``: asyncio's own loop and the pure-Python
+    h11 parser rather than uvloop and httptools, to measure what those bring."""
     repository = Repository.from_url(config.db_url)
     driver = SyncDriver(connect(config.redis_url), config.redis_url, repository)
     for event in events:
@@ -40,7 +42,9 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
     if worker is not None:
         worker.start()
     try:
-        uvicorn.run(build_app(config), host=host, port=port, log_level="warning")
+        uvicorn.run(build_app(config), host=host, port=port, log_level="warning",
+                    loop="asyncio" if plain_asyncio else "auto",
+                    http="h11" if plain_asyncio else "auto")
     finally:
         if worker is not None:
             worker.stop()
