@@ -113,8 +113,12 @@ async def connect_async(url: str = DEFAULT_REDIS_URL, *,
         server = _fake_servers.setdefault(name, fakeredis.FakeServer())
         client = fakeredis.aioredis.FakeRedis(server=server, decode_responses=True)
     else:
-        client = redis.asyncio.Redis.from_url(url, decode_responses=True,
-                                              socket_connect_timeout=2.0)
+        # redis-py 8's pool fails the 101st concurrent caller at once; under a crowd (a
+        # MULTI/EXEC per waiting-room poll holds a connection) that was a 503 for users
+        # Redis would have answered in a millisecond: wait up to 5 s for a connection.
+        client = redis.asyncio.Redis.from_pool(redis.asyncio.BlockingConnectionPool.from_url(
+            url, decode_responses=True, socket_connect_timeout=2.0, max_connections=100,
+            timeout=5))
     if check:
         try:
             await client.ping()

@@ -43,12 +43,14 @@ async def forget_idle_connections(client: "redis.asyncio.Redis") -> None:
     same address). Its other pooled connections died with it, and redis.asyncio
     8.1 hands them out again unchecked (for RESP3 it skips the pool's test for
     a closed socket: redis/redis-py#4260), so without this the first call on
-    each of them fails, even once Redis is back. The pool's lock is held
-    meanwhile (the one it hands connections out under): no request is given a
+    each of them fails, even once Redis is back. The lock the pool hands
+    connections out under is held meanwhile (a blocking pool's condition, a
+    plain pool's lock; both private, hence looked up): no request is given a
     connection that is being closed under it. Connections in use are left alone.
     """
     pool = client.connection_pool
-    async with getattr(pool, "_lock", None) or contextlib.nullcontext():
+    guard = getattr(pool, "_condition", None) or getattr(pool, "_lock", None)
+    async with guard or contextlib.nullcontext():
         with contextlib.suppress(Exception):
             await pool.disconnect(inuse_connections=False)
 
@@ -172,8 +174,8 @@ class AsyncDriver:
         try:
             return await call
         except _DOWN as exc:
-            if isinstance(exc, redis.ConnectionError) and \
-                    not isinstance(exc, redis.BusyLoadingError):
+            if isinstance(exc, redis.ConnectionError) and not isinstance(
+                    exc, redis.BusyLoadingError | redis.exceptions.MaxConnectionsError):
                 await forget_idle_connections(self.client)
             raise RedisUnavailable(self.url, str(exc)) from exc
 
