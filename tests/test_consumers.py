@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
+from sqlalchemy import text
 
 from couponsim.consumers import drain, drain_seed, run_consumer
 from couponsim.drivers.sync import SyncDriver
@@ -201,6 +202,43 @@ def test_the_database_enforces_the_per_user_limit_too(repository: Repository) ->
     ledger = repository.ledger("c1")
     assert sorted(ledger.coupons) == [("r1", "u1", 1), ("r3", "u2", 1)]
     assert ledger.compensated == {"r2", "r4"}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("cap_at_stock", [True, False])
+def test_consumers_racing_on_one_users_ordinal_store_one_coupon(
+        postgres_repository: Repository, cap_at_stock: bool) -> None:
+    """Two consumers persist, at the same moment, two requests of one user for one
+    ordinal (a promoted replica that forgot the first issues the second). Both wait on
+    the event's row; the second then sees the first's coupon and is compensated,
+    rather than failing its batch on the (user, coupon, ordinal) key."""
+    repository = postgres_repository
+    repository.cap_at_stock = cap_at_stock
+    repository.save_coupon(CouponEvent("c1", stock=5))
+    answers: list[dict[str, Decided]] = []
+    errors: list[Exception] = []
+
+    def persist(request: str) -> None:
+        try:
+            answers.append(repository.persist_issued(
+                [IssuedCoupon(f"C-{request}", request, "u1", "c1", 1, NOW, NOW + 10)]))
+        except Exception as exc:  # the race lost on the unique key
+            errors.append(exc)
+
+    with repository.engine.connect() as holder:   # hold the event's row: both must wait
+        holder.execute(text("SELECT 1 FROM coupons WHERE id = 'c1' FOR UPDATE"))
+        racers = [threading.Thread(target=persist, args=(r,)) for r in ("r1", "r2")]
+        for racer in racers:
+            racer.start()
+        time.sleep(0.3)                              # both are blocked on the lock now
+        holder.rollback()
+    for racer in racers:
+        racer.join(10)
+    assert errors == []
+    decisions = sorted(decided.decision.value for answer in answers
+                       for decided in answer.values())
+    assert decisions == ["COMPENSATED", "PERSISTED"]
+    assert len(repository.ledger("c1").coupons) == 1
 
 
 @pytest.mark.real_redis

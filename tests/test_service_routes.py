@@ -127,7 +127,11 @@ def test_the_sold_out_flag_is_cleared_when_stock_comes_back(tmp_path: Path) -> N
                               headers={"X-User-ID": user})
 
         assert press("u1").status_code == 202
-        assert [press(user).status_code for user in ("u2", "u3")] == [410, 410]
+        refused = [press(user) for user in ("u2", "u3")]
+        assert [answer.status_code for answer in refused] == [410, 410]
+        records = [driver.client.exists(CouponKeys("flag").request(answer.json()["request_id"]))
+                   for answer in refused]
+        assert records == [1, 0], "u2 was refused by the script, u3 by the flag alone"
         assert driver.client.get(CouponKeys("flag").stock) == "0"
         drain(driver, "flag")
         assert driver.client.get(CouponKeys("flag").stock) == "1", "the unit came back"

@@ -41,6 +41,16 @@ def test_a_flag_is_raised_only_if_no_stock_came_back_since_the_call_began() -> N
     assert "c2" not in flags
 
 
+def test_a_flag_lasts_a_second_at_most_in_case_news_never_comes() -> None:
+    now = [100.0]
+    flags = SoldOutFlags(max_age_s=1.0, clock=lambda: now[0])
+    flags.saw_sold_out("c1", flags.epoch("c1"))
+    now[0] += 0.9
+    assert "c1" in flags
+    now[0] += 0.2
+    assert "c1" not in flags, "one request asks Redis again"
+
+
 def test_after_a_sold_out_answer_fresh_requests_cost_no_redis_call(driver: SyncDriver) -> None:
     open_event(driver, stock=1)
     gateway = Gateway(sold_out=SoldOutFlags())

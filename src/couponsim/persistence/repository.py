@@ -109,10 +109,15 @@ class Repository:
                 [{"request_id": c.request_id, "coupon_id": c.coupon_id,
                   "decision": Decision.PERSISTED.value, "reason": ""} for c in coupons],
             )
+            # The event's row is locked first (PostgreSQL; SQLite already holds its one
+            # write lock): consumers racing on one event then judge in turn, each seeing
+            # what the one before stored, for the per-user rule as for the stock.
+            stock = session.scalar(select(Coupon.stock).where(Coupon.id == coupon_id)
+                                   .with_for_update())
             decided = self._decisions(session, coupon_id, ids)
             decided = self._one_per_ordinal(session, coupon_id, coupons, decided)
-            if self.cap_at_stock:
-                decided = self._within_stock(session, coupon_id, coupons, decided)
+            if self.cap_at_stock and stock is not None:
+                decided = self._within_stock(session, coupon_id, stock, coupons, decided)
             rows = [vars(c) | {"status": "ACTIVE"} for c in coupons
                     if decided[c.request_id] is Decision.PERSISTED]
             stored = self._insert(UserCoupon).on_conflict_do_nothing(
@@ -302,18 +307,15 @@ class Repository:
         return [_held(c) for c in self.coupons_of(user_id)]
 
     @staticmethod
-    def _within_stock(session: Session, coupon_id: str, coupons: Sequence[IssuedCoupon],
+    def _within_stock(session: Session, coupon_id: str, stock: int,
+                      coupons: Sequence[IssuedCoupon],
                       decided: dict[str, Decision]) -> dict[str, Decision]:
         """Turn the PERSISTED decisions beyond the event's stock into COMPENSATED ones.
 
-        The event's row is locked (PostgreSQL; SQLite already holds its one write
-        lock), so two consumers cannot both count the last unit as free. Coupons
-        stored before (a redelivery) keep their place; new ones fill what is left.
+        Under the event's row lock, so two consumers cannot both count the last
+        unit as free. Coupons stored before (a redelivery) keep their place; new
+        ones fill what is left.
         """
-        stock = session.scalar(select(Coupon.stock).where(Coupon.id == coupon_id)
-                               .with_for_update())
-        if stock is None:
-            return decided
         ids = [coupon.request_id for coupon in coupons]
         stored = set(session.scalars(select(UserCoupon.request_id).where(
             UserCoupon.coupon_id == coupon_id, UserCoupon.request_id.in_(ids))))
@@ -403,5 +405,6 @@ class Repository:
 
 
 def _held(coupon: UserCoupon) -> HeldCoupon:
+    """A stored coupon as a plain record: flows and checkers never hold ORM objects."""
     return HeldCoupon(coupon.code, coupon.user_id, CouponStatus(coupon.status), coupon.order_id,
                       coupon.expires_at_ms, coupon.coupon_id, coupon.issued_at_ms)

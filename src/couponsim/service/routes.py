@@ -6,7 +6,10 @@ answer is, is decided by the flows.
   status stream when issued (PROCESSING), or of the waiting room when queued;
   409 DUPLICATE, 410 SOLD_OUT (the stock is gone: retrying will not help),
   403 NOT_ACTIVE (ended). ``Idempotency-Key`` is the request id: the same key
-  replays the first answer (the issue script keeps it).
+  replays the first answer (the issue script keeps it). A request without one,
+  for a coupon this instance saw sold out within the last second, is answered
+  410 by the gateway's flag without asking Redis: a user already holding a
+  coupon then hears 410 where Redis would say 409, and after the end 410 for 403.
 - ``GET /api/v1/coupons/{coupon}/status/{request}``: Server-Sent Events.
 - ``GET /api/v1/coupons/{coupon}/waiting-room``: the caller's place and wait.
 - ``GET /api/v1/users/me/coupons``: the caller's coupons, from the database.
