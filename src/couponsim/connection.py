@@ -7,7 +7,8 @@ client made for that URL, so a job and its checker see the same data just as
 two clients of a real server would.
 """
 
-from typing import TypeAlias
+import weakref
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import fakeredis
@@ -16,6 +17,10 @@ from redis.cluster import RedisCluster
 
 from couponsim.errors import RedisUnavailable, UnknownRedisUrl
 
+if TYPE_CHECKING:
+    import redis.asyncio
+    import redis.asyncio.cluster
+
 DEFAULT_REDIS_URL = "fake://default"
 REAL_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
 CLUSTER_SCHEME = "redis+cluster"
@@ -23,6 +28,9 @@ CLUSTER_SCHEME = "redis+cluster"
 RedisClient: TypeAlias = redis.Redis | RedisCluster
 """A client of one Redis server or of a whole cluster: the commands this package
 sends behave the same on both because every multi-key call stays in one slot."""
+
+AsyncRedisClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
+"""The redis.asyncio twin of :data:`RedisClient`, for the service."""
 
 _fake_servers: dict[str, fakeredis.FakeServer] = {}
 
@@ -94,21 +102,35 @@ def _connect_cluster(url: str) -> RedisCluster:
 
 
 async def connect_async(url: str = DEFAULT_REDIS_URL, *,
-                        check: bool = True) -> "redis.asyncio.Redis":
+                        check: bool = True) -> AsyncRedisClient:
     """The redis.asyncio twin of :func:`connect`, for the service: same URLs, same checks.
 
     A ``fake://NAME`` client shares NAME's FakeServer with the sync clients, so
     the service and consumers in threads of the same process see one store.
+    A ``redis+cluster://`` URL gives redis.asyncio's RedisCluster, which learns
+    the slot map on its first call (at once with ``check``). It cannot
+    subscribe as a plain client does: see :func:`pubsub_client`.
     """
     import fakeredis.aioredis
     import redis.asyncio
+    import redis.asyncio.cluster
 
-    if urlsplit(url).scheme == CLUSTER_SCHEME:
-        # redis.asyncio's RedisCluster has no pub/sub, which the status stream needs.
-        raise UnknownRedisUrl(f"{redact(url)!r}: the service does not run on a cluster yet")
-    connect(url, check=False).close()  # the same URL validation, without a round trip
-    client: redis.asyncio.Redis
-    if urlsplit(url).scheme == "fake":
+    parts = urlsplit(url)
+    if parts.scheme != CLUSTER_SCHEME:   # the sync cluster client would contact the cluster
+        connect(url, check=False).close()  # the same URL validation, without a round trip
+    elif parts.path.strip("/"):
+        raise UnknownRedisUrl(f"Redis Cluster URL {redact(url)!r}: a cluster has only database 0")
+    client: AsyncRedisClient
+    if parts.scheme == CLUSTER_SCHEME:
+        try:
+            # Each node's pool fails its 101st concurrent caller at once (RedisCluster has
+            # no blocking pool); coalescing keeps a crowd well below that.
+            client = redis.asyncio.cluster.RedisCluster.from_url(
+                urlunsplit(parts._replace(scheme="redis")), decode_responses=True,
+                socket_connect_timeout=2.0)
+        except ValueError as exc:
+            raise UnknownRedisUrl(f"malformed Redis URL {redact(url)!r}: {exc}") from None
+    elif parts.scheme == "fake":
         name = url.split("://", 1)[1] or "default"
         server = _fake_servers.setdefault(name, fakeredis.FakeServer())
         client = fakeredis.aioredis.FakeRedis(server=server, decode_responses=True)
@@ -123,6 +145,68 @@ async def connect_async(url: str = DEFAULT_REDIS_URL, *,
         try:
             await client.ping()
         except (redis.RedisError, OSError) as exc:
-            await client.aclose()
+            await close_async(client)
             raise RedisUnavailable(redact(url), str(exc)) from exc
     return client
+
+
+_node_clients: "weakref.WeakKeyDictionary[Any, dict[str, redis.asyncio.Redis]]" = \
+    weakref.WeakKeyDictionary()
+"""Per async cluster client: the plain clients made for its nodes, by node name."""
+_pubsub_nodes: "weakref.WeakKeyDictionary[Any, redis.asyncio.cluster.ClusterNode]" = \
+    weakref.WeakKeyDictionary()
+"""Per async cluster client: the node its subscribers listen on."""
+
+_NODE_OPTIONS = ("username", "password", "credential_provider", "client_name", "encoding",
+                 "encoding_errors", "decode_responses", "socket_timeout",
+                 "socket_connect_timeout", "socket_keepalive", "health_check_interval",
+                 "protocol")
+"""What a plain client of a node takes over from the cluster's own connections."""
+
+
+def node_client(cluster: "redis.asyncio.cluster.RedisCluster",
+                node: "redis.asyncio.cluster.ClusterNode") -> "redis.asyncio.Redis":
+    """A plain redis.asyncio client of one node of ``cluster`` (made once per node), with
+    the cluster's credentials and options: for what RedisCluster does not do as a plain
+    client does, a MULTI/EXEC with the usual reply parsing, or pub/sub. Closed by
+    :func:`close_async` with the cluster client."""
+    import redis.asyncio
+
+    clients = _node_clients.setdefault(cluster, {})
+    client = clients.get(node.name)
+    if client is None:
+        options = {name: node.connection_kwargs[name] for name in _NODE_OPTIONS
+                   if node.connection_kwargs.get(name) is not None}
+        client = clients[node.name] = redis.asyncio.Redis(
+            host=node.host, port=int(node.port), **options)
+    return client
+
+
+def node_clients(cluster: "redis.asyncio.cluster.RedisCluster") -> "list[redis.asyncio.Redis]":
+    """Every plain client made so far for ``cluster``'s nodes."""
+    return list(_node_clients.get(cluster, {}).values())
+
+
+def pubsub_client(client: AsyncRedisClient) -> "redis.asyncio.Redis":
+    """The client to subscribe with: ``client`` itself, or for a cluster a plain client
+    of one of its nodes (the same one each time). A PUBLISH in a Redis Cluster reaches
+    every node, so one node hears every channel, whatever slot its name hashes to."""
+    import redis.asyncio.cluster
+
+    if not isinstance(client, redis.asyncio.cluster.RedisCluster):
+        return client
+    node = _pubsub_nodes.get(client)
+    if node is None:   # the default node; the URL's until the cluster is first called
+        node = _pubsub_nodes[client] = client.get_default_node() or client.startup_nodes[0]
+    return node_client(client, node)
+
+
+async def close_async(client: AsyncRedisClient) -> None:
+    """Close ``client`` and, for a cluster, the plain clients made for its nodes."""
+    import redis.asyncio.cluster
+
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        _pubsub_nodes.pop(client, None)
+        for plain in _node_clients.pop(client, {}).values():
+            await plain.aclose()
+    await client.aclose()

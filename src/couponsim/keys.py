@@ -20,6 +20,15 @@ ISSUE_GROUP = "issuers"
 """The consumer group on every coupon's issue queue, created at warm-up."""
 
 
+def single_slot(pattern: str) -> bool:
+    """Does every key a SCAN pattern matches carry the same hash tag (so lie in one
+    slot, on one shard of a cluster)? ``coupon:info:{c1}`` does; ``coupon:info:{*``
+    (every event) does not: its braces hold a wildcard, not a tag."""
+    start = pattern.find("{")
+    end = pattern.find("}", start + 1) if start >= 0 else -1
+    return end > start + 1 and not any(c in pattern[start:end] for c in "*?[\\")
+
+
 def seed_status_key(request_id: str) -> str:
     """The seed's status string for one request; it carries no coupon tag."""
     return f"coupon:status:{validate_id('request', request_id)}"

@@ -20,14 +20,16 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from couponsim.connection import redact
+from couponsim.connection import AsyncRedisClient, node_client, node_clients, redact
 from couponsim.drivers.sync import wall_clock_ms
 from couponsim.effects import Command, DbCall, Effect, Now, Pause, Pipeline, Script
 from couponsim.errors import RedisUnavailable
 from couponsim.flows import Flow
+from couponsim.keys import single_slot
 from couponsim.persistence.repository import Repository
 from couponsim.scripts import script_source
 
@@ -36,7 +38,7 @@ T = TypeVar("T")
 _DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
-async def forget_idle_connections(client: "redis.asyncio.Redis") -> None:
+async def forget_idle_connections(client: AsyncRedisClient) -> None:
     """Close every idle connection of ``client``'s pool: each connects anew when next used.
 
     For a caller that has just seen Redis go away (a restart, a failover to the
@@ -47,7 +49,18 @@ async def forget_idle_connections(client: "redis.asyncio.Redis") -> None:
     connections out under is held meanwhile (a blocking pool's condition, a
     plain pool's lock; both private, hence looked up): no request is given a
     connection that is being closed under it. Connections in use are left alone.
+
+    RedisCluster keeps a pool per node and drops a failed node's idle connections
+    itself; what it does not do is renew the plain clients made for its nodes
+    (atomic pipelines, pub/sub: :func:`~couponsim.connection.node_client`), nor
+    learn the slot map again for them after a failover: both are done here.
     """
+    if isinstance(client, RedisCluster):
+        with contextlib.suppress(Exception):
+            await client.nodes_manager.initialize()
+        for plain in node_clients(client):
+            await forget_idle_connections(plain)
+        return
     pool = client.connection_pool
     guard = getattr(pool, "_condition", None) or getattr(pool, "_lock", None)
     async with guard or contextlib.nullcontext():
@@ -63,7 +76,7 @@ class AsyncDriver:
     decides what it means.
     """
 
-    def __init__(self, client: "redis.asyncio.Redis", url: str = "redis",
+    def __init__(self, client: AsyncRedisClient, url: str = "redis",
                  repository: Repository | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock_ms: Callable[[], int] = wall_clock_ms, coalesce: bool = False) -> None:
@@ -81,6 +94,8 @@ class AsyncDriver:
     async def execute(self, effect: Effect) -> Any:
         """Execute one effect and return its result."""
         match effect:
+            case Command("SCAN") if isinstance(self.client, RedisCluster):
+                return await self._redis(self._send(self.client, effect))   # by node: _send
             case Command() | Script() if self.coalesce:
                 return await self._redis(self._coalesced(effect))
             case Command() | Script():
@@ -143,6 +158,8 @@ class AsyncDriver:
                           ) -> None:
         self.round_trips += 1
         try:
+            # On a cluster: one pipeline per node, each command routed by its key (EVALSHA
+            # by its KEYS), the nodes' shares sent at once; NOSCRIPT is handled below.
             async with self.client.pipeline(transaction=False) as pipe:
                 for effect, _future in batch:
                     match effect:
@@ -150,7 +167,8 @@ class AsyncDriver:
                             pipe.execute_command("EVALSHA", self.script(name).sha,
                                                  len(keys), *keys, *args)
                         case Command(name, args, options):
-                            pipe.execute_command(name, *args, **dict(options))
+                            pipe.execute_command(name, *args,  # type: ignore[arg-type]
+                                                 **dict(options))
                 replies = await pipe.execute(raise_on_error=False)
         except Exception as exc:   # the round trip failed: every caller hears of it
             for _effect, future in batch:
@@ -180,15 +198,81 @@ class AsyncDriver:
             raise RedisUnavailable(self.url, str(exc)) from exc
 
     async def _pipeline(self, effects: Sequence[Effect], atomic: bool) -> list[Any]:
-        async with self.client.pipeline(transaction=atomic) as pipe:
+        cluster = isinstance(self.client, RedisCluster)
+        target: AsyncRedisClient = self.client
+        if atomic and isinstance(self.client, RedisCluster):
+            # MULTI/EXEC as usual on the plain client of the node owning the slot (every
+            # key of one MULTI shares it, or the node refuses with CROSSSLOT): redis-py
+            # 8.1's async cluster transactions run each queued command in a thread of its
+            # own and skip the usual reply parsing, as the sync ones do.
+            target = node_client(self.client, await self._slot_owner(effects[0]))
+        async with target.pipeline(transaction=atomic) as pipe:
             for effect in effects:
                 await self._send(pipe, effect)
-            return await pipe.execute(raise_on_error=False)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if cluster and not atomic:
+            # redis-py's cluster pipeline does not load scripts first as the plain one
+            # does, and a promoted replica has none: a NOSCRIPT reply means the script
+            # did not run, so sending that one effect again (which loads it) is safe.
+            replies = [await self._send(self.client, effect)
+                       if isinstance(reply, NoScriptError) else reply
+                       for effect, reply in zip(effects, replies, strict=True)]
+        return replies
+
+    async def _slot_owner(self, effect: Effect) -> ClusterNode:
+        """The cluster node serving ``effect``'s first key (the sync driver's twin)."""
+        assert isinstance(self.client, RedisCluster)
+        await self.client.initialize()   # the slot map, if no call has learnt it yet
+        match effect:
+            case Command(name, args):
+                # redis.asyncio's name for the sync client's determine_slot
+                slot = await self.client._determine_slot(name, *args)
+            case Script(_name, keys) if keys:
+                slot = self.client.keyslot(keys[0])
+            case _:
+                raise TypeError(f"no key to route by in {effect!r}")
+        return self.client.nodes_manager.get_node_from_slot(slot)
+
+    async def _scan_cluster(self, cursor: object, pattern: str, rest: Sequence[object]
+                            ) -> Any:
+        """SCAN on a cluster. A pattern with a hash tag only matches keys of that tag's
+        slot: its node alone is scanned, with one plain cursor, as in the sync driver.
+        Any other pattern (``coupon:info:{*``: every event) matches keys on every
+        shard: each primary is scanned to its end in this one call, and the flow sees
+        one finished scan (cursor 0) with every key found."""
+        assert isinstance(self.client, RedisCluster)
+        await self.client.initialize()
+        if single_slot(pattern):
+            node = self.client.nodes_manager.get_node_from_slot(self.client.keyslot(pattern))
+            plain = node_client(self.client, node)
+            return await plain.execute_command(  # type: ignore[no-untyped-call]
+                "SCAN", cursor, "MATCH", pattern, *rest)
+        found: list[Any] = []
+        for node in self.client.get_primaries():
+            plain, node_cursor = node_client(self.client, node), 0
+            while True:
+                node_cursor, keys = await plain.execute_command(  # type: ignore[no-untyped-call]
+                    "SCAN", node_cursor, "MATCH", pattern, *rest)
+                found.extend(keys)
+                if int(node_cursor) == 0:
+                    break
+        return 0, found
 
     async def _send(self, target: Any, effect: Effect) -> Any:
         match effect:
+            case Command("SCAN", (cursor, "MATCH", pattern, *rest)) \
+                    if isinstance(target, RedisCluster):
+                return await self._scan_cluster(cursor, str(pattern), rest)
+            case Command(name, args, options) if isinstance(target, ClusterPipeline):
+                # Queued, not awaited: awaiting a cluster pipeline empties its queue.
+                return target.execute_command(name, *args,  # type: ignore[arg-type]
+                                              **dict(options))
             case Command(name, args, options):
                 return await target.execute_command(name, *args, **dict(options))
+            case Script(name, keys, args) if isinstance(target, ClusterPipeline):
+                # As in the sync driver: EVALSHA as a command, routed by its keys.
+                return target.execute_command("EVALSHA", self.script(name).sha,
+                                              len(keys), *keys, *args)
             case Script(name, keys, args):
                 return await self.script(name)(keys=list(keys), args=list(args), client=target)
         raise TypeError(f"not a Redis effect: {effect!r}")

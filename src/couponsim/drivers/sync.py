@@ -26,6 +26,7 @@ from couponsim.drivers import finish
 from couponsim.effects import Command, DbCall, Effect, Now, Pause, Pipeline, Script
 from couponsim.errors import RedisUnavailable
 from couponsim.flows import Flow
+from couponsim.keys import single_slot
 from couponsim.persistence.repository import Repository
 from couponsim.scripts import ScriptRegistry
 
@@ -198,14 +199,7 @@ class SyncDriver:
         match effect:
             case Command("SCAN", (cursor, "MATCH", pattern, *rest)) \
                     if isinstance(target, RedisCluster):
-                # A cluster SCAN visits every shard and returns one cursor per shard;
-                # a pattern with a hash tag only matches keys of that tag's slot, so
-                # its shard alone is scanned, with one plain cursor (as Redis 8 does).
-                if "{" not in str(pattern):
-                    raise TypeError(f"SCAN {pattern!r} on a cluster needs a hash tag")
-                node = target.nodes_manager.get_node_from_slot(key_slot(str(pattern).encode()))
-                return node.redis_connection.execute_command("SCAN", cursor, "MATCH", pattern,
-                                                             *rest)
+                return _scan_cluster(target, cursor, str(pattern), rest)
             case Command(name, args, options):
                 return target.execute_command(name, *args, **dict(options))
             case Script(name, keys, args) if isinstance(target, ClusterPipeline):
@@ -217,3 +211,25 @@ class SyncDriver:
             case Script(name, keys, args):
                 return self.scripts[name](keys=list(keys), args=list(args), client=target)
         raise TypeError(f"not a Redis effect: {effect!r}")
+
+
+def _scan_cluster(cluster: RedisCluster, cursor: Any, pattern: str,
+                  rest: Sequence[Any]) -> Any:
+    """SCAN on a cluster, which redis-py answers with one cursor per shard. A pattern
+    with a hash tag matches keys of that tag's slot only: its shard alone is scanned,
+    with one plain cursor (as Redis 8 does). Any other (``coupon:info:{*``: every
+    event) matches keys on every shard: each primary is scanned to its end in this
+    one call, and the flow sees one finished scan (cursor 0) with every key."""
+    if single_slot(pattern):
+        node = cluster.nodes_manager.get_node_from_slot(key_slot(pattern.encode()))
+        return node.redis_connection.execute_command("SCAN", cursor, "MATCH", pattern, *rest)
+    found: list[Any] = []
+    for node in cluster.get_primaries():  # type: ignore[no-untyped-call]
+        node_cursor = 0
+        while True:
+            node_cursor, keys = node.redis_connection.execute_command(
+                "SCAN", node_cursor, "MATCH", pattern, *rest)
+            found.extend(keys)
+            if int(node_cursor) == 0:
+                break
+    return 0, found

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from couponsim.connection import connect_async
+from couponsim.connection import close_async, connect_async, pubsub_client
 from couponsim.drivers.aio import AsyncDriver
 from couponsim.flows.gateway import Gateway
 from couponsim.persistence.repository import Repository
@@ -97,17 +97,18 @@ def build_app(config: ServiceConfig, gateway: Gateway | None = None) -> FastAPI:
         repository = Repository.from_url(config.db_url)
         hardened = config.stream is StreamVariant.HARDENED
         state.gateway.sold_out = SoldOutFlags() if config.sold_out_flag and hardened else None
-        hub = StatusHub(client, sold_out=state.gateway.sold_out)
-        if hardened:
-            await hub.start()
+        # On a cluster the hub listens on one node, which hears every PUBLISH.
+        hub = StatusHub(pubsub_client(client), sold_out=state.gateway.sold_out)
         app.state.driver = AsyncDriver(client, config.redis_url, repository,
                                        coalesce=config.coalesce)
         app.state.hub = hub
         try:
+            if hardened:
+                await hub.start()
             yield
         finally:
             await hub.close()
-            await client.aclose()
+            await close_async(client)   # and a cluster's node clients
             repository.engine.dispose()
 
     app = FastAPI(title="couponsim", version="0.1.0", lifespan=lifespan,

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import redis
 import redis.asyncio
 
+from couponsim.connection import pubsub_client
 from couponsim.drivers.aio import AsyncDriver, forget_idle_connections
 from couponsim.errors import RedisUnavailable, UnknownRequest
 from couponsim.flows.status import RequestState, RequestStatus, read_status
@@ -131,8 +132,13 @@ class StatusHub:
 
     async def _subscribe(self) -> None:
         self._pubsub = self._client.pubsub()
-        await self._pubsub.psubscribe(STATUS_CHANNELS)
-        await _await_confirmation(self._pubsub, "psubscribe")
+        try:
+            await self._pubsub.psubscribe(STATUS_CHANNELS)
+            await _await_confirmation(self._pubsub, "psubscribe")
+        except BaseException:   # each retry would otherwise keep a pool connection
+            with contextlib.suppress(*_LOST):
+                await self._pubsub.aclose()
+            raise
 
     async def _pump(self) -> None:
         while True:
@@ -231,7 +237,7 @@ class DesignStream:
         current = await self._driver.run(read_status(self._coupon_id, self._request_id))
         if current is None:
             raise UnknownRequest(self._request_id)
-        self._pubsub = self._driver.client.pubsub()
+        self._pubsub = pubsub_client(self._driver.client).pubsub()   # cluster: one node
         try:   # a connection of its own per stream: the pool's size bounds the streams
             await self._pubsub.subscribe(CouponKeys(self._coupon_id).channel)
         except _LOST as exc:
