@@ -1,6 +1,8 @@
 """A real uvicorn on loopback for the service's tests, and what they read it with."""
 
+import asyncio
 import json
+import random
 import socket
 import threading
 import time
@@ -88,6 +90,46 @@ async def final_status(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
     async for event in sse_events(client, url):
         last = json.loads(event["data"]) | {"event": event.get("event")}
     return last
+
+
+FINAL_ROOM_STATES = {"ISSUED", "DUPLICATE", "SOLD_OUT", "NOT_ACTIVE", "FAILED"}
+ROOM_POLLS = 1_200
+"""A minute of polling at most: a user the room never answers fails the test."""
+
+
+async def follow(client: httpx.AsyncClient, user: str, answer: httpx.Response
+                 ) -> dict[str, Any]:
+    """Follow an accepted (202) press to its end the way a client would: the waiting
+    room first when it was queued, then the status stream. The last status (with its
+    ``event``), or ``{"state": ...}`` with the room's refusal."""
+    location = answer.headers["Location"]
+    if answer.json()["status"] == "QUEUED":
+        for _ in range(ROOM_POLLS):
+            room = (await client.get(location, headers={"X-User-ID": user})).json()
+            if room["state"] in FINAL_ROOM_STATES:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"{user} still waits in the room: {room}")
+        if room["state"] != "ISSUED":
+            return {"state": room["state"], "event": "room"}
+        location = room["status_url"]
+    return await final_status(client, location)
+
+
+def crowd_clicks(users: int, seed: int) -> list[tuple[str, str]]:
+    """Each user's click, in a shuffled order, with double clicks: every third user
+    clicks again (another request), every fourth sends the same request again."""
+    clicks = []
+    for n in range(users):
+        user = f"user-{n}"
+        clicks.append((user, f"{user}-a"))
+        if n % 3 == 0:
+            clicks.append((user, f"{user}-b"))
+        if n % 4 == 0:
+            clicks.append((user, f"{user}-a"))
+    random.Random(seed).shuffle(clicks)
+    return clicks
 
 
 def snapshot(redis_url: str, repository: Repository) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -35,10 +35,11 @@ class RefusesUser(Repository):
         self.user = user
 
     def persist_issued(self, coupons: Sequence[IssuedCoupon],
-                       fail_after_rows: int | None = None) -> dict[str, Decided]:
+                       fail_after_rows: int | None = None,
+                       one_per_ordinal: bool = True) -> dict[str, Decided]:
         if any(coupon.user_id == self.user for coupon in coupons):
             raise PersistenceError("injected: this user's coupons are refused")
-        return super().persist_issued(coupons, fail_after_rows)
+        return super().persist_issued(coupons, fail_after_rows, one_per_ordinal)
 
 
 @settings(max_examples=60, deadline=None,

@@ -101,11 +101,12 @@ class FlakyRepository(Repository):
         self.outages = outages
 
     def persist_issued(self, coupons: Sequence[IssuedCoupon],
-                       fail_after_rows: int | None = None) -> dict[str, Decided]:
+                       fail_after_rows: int | None = None,
+                       one_per_ordinal: bool = True) -> dict[str, Decided]:
         if self.outages > 0:
             self.outages -= 1
             raise DatabaseUnavailable(self.url, "injected outage")
-        return super().persist_issued(coupons, fail_after_rows)
+        return super().persist_issued(coupons, fail_after_rows, one_per_ordinal)
 
 
 def test_a_database_down_for_a_while_loses_nothing(backend, repository: Repository) -> None:  # type: ignore[no-untyped-def]
@@ -146,10 +147,11 @@ class PoisonRepository(Repository):
         self.poison = poison
 
     def persist_issued(self, coupons: Sequence[IssuedCoupon],
-                       fail_after_rows: int | None = None) -> dict[str, Decided]:
+                       fail_after_rows: int | None = None,
+                       one_per_ordinal: bool = True) -> dict[str, Decided]:
         if any(c.request_id == self.poison for c in coupons):
             raise PersistenceError("injected: refused for good")
-        return super().persist_issued(coupons, fail_after_rows)
+        return super().persist_issued(coupons, fail_after_rows, one_per_ordinal)
 
 
 def test_an_entry_refused_for_good_is_compensated_after_n_deliveries(backend, repository) -> None:  # type: ignore[no-untyped-def]

@@ -4,7 +4,6 @@ node (a PUBLISH reaches every node), and the live service with its worker, judge
 invariant checker. On the session's 3-master, 3-replica cluster (conftest)."""
 
 import asyncio
-import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from couponsim.persistence.repository import Repository
 from couponsim.service.config import ServiceConfig
 from couponsim.verify import check_invariants
 
-from .service_helpers import final_status, live_service
+from .service_helpers import crowd_clicks, final_status, live_service
 from .test_service_live import ADMIN, click, define, until_open
 
 pytestmark = pytest.mark.redis_cluster
@@ -158,16 +157,7 @@ def test_the_live_service_on_a_cluster_issues_streams_and_keeps_the_invariants(
     config = ServiceConfig(redis_url=cluster.url, db_url=f"sqlite:///{tmp_path / 's.sqlite'}",
                            admin_token=ADMIN, stream_timeout_s=30)
     coupon, stock = on_other_shards(cluster)[0], 20   # not the pattern's own shard
-    rng = random.Random(11)
-    clicks: list[tuple[str, str | None]] = []
-    for n in range(50):
-        user = f"user-{n}"
-        clicks.append((user, f"{user}-a"))
-        if n % 3 == 0:
-            clicks.append((user, f"{user}-b"))        # a second click: another request
-        if n % 4 == 0:
-            clicks.append((user, f"{user}-a"))        # the same request sent again
-    rng.shuffle(clicks)
+    clicks = crowd_clicks(50, seed=11)
     early = clicks[:10]                               # before the event opens: the room
 
     async def scenario(url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:

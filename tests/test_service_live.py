@@ -2,7 +2,6 @@
 judged on what Redis and the database hold afterwards."""
 
 import asyncio
-import random
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +18,9 @@ from couponsim.service.config import ServiceConfig
 from couponsim.verify import check_invariants
 
 from .conftest import Backend
-from .service_helpers import final_status, live_service
+from .service_helpers import crowd_clicks, final_status, follow, live_service
 
 ADMIN = "admin-secret"
-FINAL_ROOM_STATES = {"ISSUED", "DUPLICATE", "SOLD_OUT", "NOT_ACTIVE", "FAILED"}
 
 
 @pytest.fixture(params=["fake", pytest.param("real", marks=[pytest.mark.real_redis,
@@ -62,10 +60,6 @@ async def until_open(redis_url: str, coupon_id: str) -> None:
     raise AssertionError("the event never opened")
 
 
-ROOM_POLLS = 1_200
-"""A minute of polling at most: a user the room never answers fails the test."""
-
-
 async def click(client: httpx.AsyncClient, coupon_id: str, user: str,
                 key: str | None) -> dict[str, Any]:
     """One press of the button, followed to its final answer the way a client would:
@@ -76,19 +70,9 @@ async def click(client: httpx.AsyncClient, coupon_id: str, user: str,
     body = answer.json()
     if answer.status_code != 202:
         return {"user": user, "http": answer.status_code, "final": body["code"]}
-    location = answer.headers["Location"]
-    if body["status"] == "QUEUED":
-        for _ in range(ROOM_POLLS):
-            room = (await client.get(location, headers={"X-User-ID": user})).json()
-            if room["state"] in FINAL_ROOM_STATES:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"{user} still waits in the room: {room}")
-        if room["state"] != "ISSUED":
-            return {"user": user, "http": 202, "final": room["state"]}
-        location = room["status_url"]
-    status = await final_status(client, location)
+    status = await follow(client, user, answer)
+    if status["event"] == "room":
+        return {"user": user, "http": 202, "final": status["state"]}
     return {"user": user, "http": 202, "final": status["state"], "code": status.get("code"),
             "request": status["request_id"]}
 
@@ -98,16 +82,7 @@ def test_many_clients_all_reach_a_final_state_and_the_invariants_hold(
     """60 users for 25 coupons, with double clicks (a new key, or the same key again):
     every click ends COMPLETED or refused, each user holds at most one coupon, the
     stock is gone exactly, and Redis and the database agree."""
-    rng = random.Random(7)
-    clicks = []
-    for n in range(60):
-        user = f"user-{n}"
-        clicks.append((user, f"{user}-a"))
-        if n % 3 == 0:
-            clicks.append((user, f"{user}-b"))        # a second click: another request
-        if n % 4 == 0:
-            clicks.append((user, f"{user}-a"))        # the same request sent again
-    rng.shuffle(clicks)
+    clicks = crowd_clicks(60, seed=7)
 
     async def scenario(url: str) -> list[dict[str, Any]]:
         limits = httpx.Limits(max_connections=200)

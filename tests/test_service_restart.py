@@ -14,7 +14,7 @@ import json
 import sqlite3
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -30,7 +30,7 @@ from couponsim.service.problem import PROBLEM_JSON
 from couponsim.verify import check_invariants
 
 from .conftest import _missing
-from .service_helpers import final_status, live_service, sse_events
+from .service_helpers import follow, live_service, sse_events
 
 pytestmark = pytest.mark.redis_cluster     # needs redis-server on PATH, as test_failover
 
@@ -46,7 +46,6 @@ STREAM_TIMEOUT_S = 30.0
 """A bound: a stream that missed its update ends with a timeout event (and fails)."""
 POLLS = 400
 """Bounded polling, 50 ms apart: 20 s at most."""
-FINAL_ROOM_STATES = {"ISSUED", "DUPLICATE", "SOLD_OUT", "NOT_ACTIVE", "FAILED"}
 
 
 @pytest.fixture(autouse=True)
@@ -141,23 +140,9 @@ async def press_all(client: httpx.AsyncClient, users: list[str]) -> list[httpx.R
 
 
 async def outcome(client: httpx.AsyncClient, user: str, answer: httpx.Response) -> str:
-    """Follow an accepted request to its final state: the status stream, through the
-    waiting room first when it was queued."""
-    body: dict[str, Any] = answer.json()
-    location = answer.headers["Location"]
-    if body["status"] == "QUEUED":
-        for _ in range(POLLS):
-            room = (await client.get(location, headers={"X-User-ID": user})).json()
-            if room["state"] in FINAL_ROOM_STATES:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"{user} still waits in the room: {room}")
-        if room["state"] != "ISSUED":
-            return str(room["state"])
-        location = room["status_url"]
-    status = await final_status(client, location)
-    return str(status["state"] if status["event"] == "status" else status["event"])
+    """The final state of an accepted request (or the stream's timeout event)."""
+    status = await follow(client, user, answer)
+    return str(status["state"] if status["event"] in ("status", "room") else status["event"])
 
 
 async def watch(client: httpx.AsyncClient, url: str, opened: asyncio.Event) -> list[str]:

@@ -301,7 +301,7 @@ def consume_seed_batch(events: dict[str, CouponEvent], now_ms: int,
     for coupon_id in sorted({coupon.coupon_id for coupon in coupons}):
         group = [coupon for coupon in coupons if coupon.coupon_id == coupon_id]
         try:
-            decided = yield DbCall("persist_issued", (group, fail_after))
+            decided = yield DbCall("persist_issued", (group, fail_after, False))
         except (PersistenceError, DatabaseUnavailable):
             continue  # as written: the popped items are simply gone
         saved += [(coupon, decided[coupon.request_id]) for coupon in group]

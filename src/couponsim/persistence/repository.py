@@ -88,13 +88,16 @@ class Repository:
                 set_={name: value for name, value in values.items() if name != "id"}))
 
     def persist_issued(self, coupons: Sequence[IssuedCoupon],
-                       fail_after_rows: int | None = None) -> dict[str, Decided]:
+                       fail_after_rows: int | None = None,
+                       one_per_ordinal: bool = True) -> dict[str, Decided]:
         """Store a batch in one transaction, idempotently, and say what each request became.
 
         A request decided before (a redelivery) keeps its first decision: a
         coupon stored again is not duplicated, and a compensated one is not
         stored. ``fail_after_rows`` is a test seam: the transaction dies after
-        writing that many rows, before its commit.
+        writing that many rows, before its commit. ``one_per_ordinal=False`` is
+        the seed's saveAll as written: a second coupon for a user's ordinal is
+        not judged, and the unique key fails the whole batch.
         """
         if not coupons:
             return {}
@@ -115,7 +118,8 @@ class Repository:
             stock = session.scalar(select(Coupon.stock).where(Coupon.id == coupon_id)
                                    .with_for_update())
             decided = self._decisions(session, coupon_id, ids)
-            decided = self._one_per_ordinal(session, coupon_id, coupons, decided)
+            if one_per_ordinal:
+                decided = self._one_per_ordinal(session, coupon_id, coupons, decided)
             if self.cap_at_stock and stock is not None:
                 decided = self._within_stock(session, coupon_id, stock, coupons, decided)
             rows = [vars(c) | {"status": "ACTIVE"} for c in coupons
