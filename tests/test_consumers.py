@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pytest
 from sqlalchemy import text
 
+from couponsim.connection import connect
 from couponsim.consumers import drain, drain_seed, run_consumer
 from couponsim.drivers.sync import SyncDriver
 from couponsim.errors import DatabaseUnavailable, InjectedCrash, PersistenceError
@@ -22,10 +23,11 @@ from couponsim.flows.consume import (
     load_event,
 )
 from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest, issue
+from couponsim.flows.redeem import coupons_held
 from couponsim.flows.status import RequestState, read_seed_status, read_status
 from couponsim.keys import CouponKeys, user_coupons_key
 from couponsim.persistence.repository import Repository
-from couponsim.records import Decided, Decision, IssuedCoupon
+from couponsim.records import CouponStatus, Decided, Decision, IssuedCoupon
 from couponsim.verify import check_invariants
 
 from .conftest import open_event
@@ -204,6 +206,19 @@ def test_the_database_enforces_the_per_user_limit_too(repository: Repository) ->
     ledger = repository.ledger("c1")
     assert sorted(ledger.coupons) == [("r1", "u1", 1), ("r3", "u2", 1)]
     assert ledger.compensated == {"r2", "r4"}
+
+
+def test_a_users_coupons_read_expired_once_past_their_validity(
+        repository: Repository) -> None:
+    """The list answers as the checkout judges: past its validity a coupon is EXPIRED,
+    before the sweep has written it (nothing is written by reading)."""
+    repository.save_coupon(CouponEvent("c1", stock=5))
+    repository.persist_issued([IssuedCoupon("C-1", "r1", "u1", "c1", 1, NOW, NOW + 10)])
+    driver = SyncDriver(connect("fake://held"), "fake://held", repository)
+    assert [c.status for c in driver.run(coupons_held("u1", NOW + 9))] == [CouponStatus.ACTIVE]
+    assert [c.status for c in driver.run(coupons_held("u1", NOW + 10))] == [
+        CouponStatus.EXPIRED]
+    assert repository.coupons_of("u1")[0].status == CouponStatus.ACTIVE.value
 
 
 @pytest.mark.postgres

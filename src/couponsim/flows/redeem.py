@@ -10,7 +10,7 @@ compare-and-delete; correctness rests on the database's compare-and-set.
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from couponsim.effects import Command, DbCall, Pipeline, Script
 from couponsim.flows import Flow, Variant
@@ -107,14 +107,18 @@ def release_coupon(user_id: str, order_id: str, code: str, now_ms: int) -> Flow[
     return ReleaseResult(code, order_id, status)
 
 
-def coupons_held(user_id: str) -> Flow[list[HeldCoupon]]:
+def coupons_held(user_id: str, now_ms: int) -> Flow[list[HeldCoupon]]:
     """Every coupon the user holds, of every event, from the database: the record the
     checkout judges by (the Redis cache can be behind the consumers, or gone after a
     restart without persistence). Requests not yet persisted are not coupons yet:
-    their status stream says when they become one."""
+    their status stream says when they become one. A coupon past its validity reads
+    EXPIRED at once, as the checkout judges it, not only once the sweep has marked it."""
     validate_id("user", user_id)
+    validate_ms("now_ms", now_ms)
     coupons: list[HeldCoupon] = yield DbCall("coupons_held", (user_id,))
-    return coupons
+    return [replace(c, status=CouponStatus.EXPIRED)
+            if c.status is CouponStatus.ACTIVE and c.expires_at_ms <= now_ms else c
+            for c in coupons]
 
 
 def lock_expires(code: str) -> Flow[None]:

@@ -257,7 +257,8 @@ async def waiting_room(coupon_id: str, user: User, request: Request) -> RoomView
 @router.get("/api/v1/users/me/coupons", response_model=list[HeldCouponView],
             responses=responses(400, 401, 503))
 async def my_coupons(user: User, request: Request) -> list[HeldCouponView]:
-    held = await _driver(request).run(coupons_held(user))
+    driver = _driver(request)
+    held = await driver.run(coupons_held(user, driver.now_ms()))
     return [HeldCouponView(code=c.code, coupon_id=c.coupon_id, status=c.status.value,
                            order_id=c.order_id, issued_at_ms=c.issued_at_ms,
                            expires_at_ms=c.expires_at_ms) for c in held]
