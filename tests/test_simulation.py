@@ -95,7 +95,10 @@ def test_the_seed_variant_under_load_loses_coupons(embedded: SyncDriver) -> None
     constraint refuses the second, and the seed consumer drops the batch it popped."""
     scenario = load_scenario("black_friday", [*SMALL, 'variant="seed"',
                                               "traffic.double_click_share=0.3",
-                                              "traffic.double_click_within_ms=5"])
+                                              "traffic.double_click_within_ms=5",
+                                              # users of a lost coupon give up after 30 s
+                                              # of polling, not the design's 5 minutes
+                                              "traffic.status_timeout_s=30"])
     outcome = simulate(scenario, embedded)
     assert not outcome.report.ok
     assert outcome.report.lost_units > 0
