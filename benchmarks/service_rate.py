@@ -25,13 +25,10 @@ less CPU than httpx, which on 2 cores took most of a core itself.
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -45,6 +42,7 @@ from couponsim.drivers.sync import SyncDriver
 from couponsim.event import CouponEvent
 from couponsim.flows import Variant, lifecycle
 from couponsim.flows.issue import IssueRequest, issue
+from live_service import served
 
 COUPONS = {"issue": "bench-service", "sold-out": "bench-sold-out"}
 EXPECTED = {"bare": 200, "issue": 202, "sold-out": 410}
@@ -148,25 +146,11 @@ def _measure(base: str, server: psutil.Process, route: str, lever: str,
 
 @contextmanager
 def _service(args: argparse.Namespace, *flags: str) -> Iterator[tuple[str, psutil.Process]]:
-    """``couponsim serve --no-worker`` with ``flags`` in a subprocess; yields its base URL
-    and its process."""
-    with tempfile.TemporaryDirectory() as scratch:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "couponsim.cli", "serve", "--no-worker", "--port",
-             str(args.port), "--redis-url", args.redis_url,
-             "--db-url", f"sqlite:///{scratch}/bench.sqlite", *flags], env=os.environ)
-        base = f"http://127.0.0.1:{args.port}"
-        try:
-            for _ in range(400):
-                try:
-                    httpx.get(f"{base}/livez").raise_for_status()
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
-            yield base, psutil.Process(server.pid)
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(20)
+    """``couponsim serve --no-worker`` with ``flags``; yields its base URL and process."""
+    with tempfile.TemporaryDirectory() as scratch, served(
+            args.port, "--no-worker", "--redis-url", args.redis_url,
+            "--db-url", f"sqlite:///{scratch}/bench.sqlite", *flags) as server:
+        yield f"http://127.0.0.1:{args.port}", psutil.Process(server.pid)
 
 
 def _open_events(driver: SyncDriver) -> None:

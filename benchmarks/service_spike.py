@@ -53,7 +53,6 @@ import json
 import math
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -74,6 +73,7 @@ from couponsim.drivers.sync import SyncDriver
 from couponsim.flows import lifecycle
 from couponsim.persistence.repository import Repository
 from couponsim.verify import InvariantReport, check_invariants
+from live_service import served
 
 COUPON = "bench-spike"
 ISSUE = "/api/v1/coupons/issue"
@@ -426,28 +426,6 @@ def code_version() -> str:
         f" + uncommitted changes in {changed} files of src/" if changed else "")
 
 
-def start_service(args: argparse.Namespace, token: str) -> subprocess.Popen[bytes]:
-    """``couponsim serve`` with its worker, on the given Redis and database."""
-    env = os.environ | {"COUPONSIM_ADMIN_TOKEN": token}
-    return subprocess.Popen(
-        [sys.executable, "-m", "couponsim.cli", "serve", "--port", str(args.port),
-         "--redis-url", args.redis_url, "--db-url", args.db_url], env=env)
-
-
-def wait_until_healthy(base: str, server: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the service exited with code {server.returncode}")
-        try:
-            if httpx.get(f"{base}/health").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the service was not healthy within {timeout_s:g} s")
-
-
 def define_event(base: str, token: str, stock: int, lead_s: float) -> float:
     """The event through the admin route, opening ``lead_s`` from now; its wall time (s)."""
     starts_at_ms = int((time.time() + lead_s) * 1000)
@@ -477,16 +455,6 @@ def service_view(base: str) -> str:
                        for le in ("0.01", "0.1", "1.0", "2.5") if le in within)
     answers = ", ".join(f"{label} {n:,}" for label, n in told.most_common())
     return f"{int(total):,} presses, {shares}; answers {answers}"
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C, as an operator would; kill only if it will not stop."""
-    server.send_signal(signal.SIGINT)
-    try:
-        server.wait(20)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 def settled_report(driver: SyncDriver, timeout_s: float = 30) -> InvariantReport:
@@ -630,33 +598,34 @@ def main() -> int:
     driver.run(lifecycle.purge(COUPON, with_database=True))
     token = secrets.token_urlsafe(16)
     base = f"http://127.0.0.1:{args.port}"
-    server = start_service(args, token)
     try:
-        wait_until_healthy(base, server)
-        sampler = Sampler({"service": server.pid, "generator": os.getpid()})
-        sampler.start()
-        opens_at = define_event(base, token, args.stock, args.lead_s)
-        print(f"spike: {args.users:,} users for {args.stock:,} coupons; one service process "
-              f"(uvicorn + worker), Redis {redact(args.redis_url)}, {args.db_url.split('@')[-1]}\n"
-              f"load: one asyncio generator (httpx), {crowd_line(args)}; the event opens "
-              f"{args.lead_s:g} s after it is defined\ncode: {code_version()}", flush=True)
-        load_before = os.getloadavg()[0]
-        results, crowd, lags = asyncio.run(run_crowd(base, opens_at, args))
-        finished = time.perf_counter()
-        loads = (load_before, os.getloadavg()[0])
-        seen_by_service = service_view(base)
-        report = settled_report(driver)
-        sampler.stopped.set()
-        print_timing(results, args)
-        print(f"issue route, service side  {seen_by_service}")
-        print_outcomes(results, crowd, report)
-        print_costs(sampler, crowd, finished, lags, loads)
-        if args.csv:
-            write_csv(args.csv, results)
-        print(f"wall time               {time.perf_counter() - launched:.1f} s from launch "
-              f"to this report")
+        # with its worker: consumers persist, schedulers open the event
+        with served(args.port, "--redis-url", args.redis_url, "--db-url", args.db_url,
+                    env=os.environ | {"COUPONSIM_ADMIN_TOKEN": token}, ready="/health") as server:
+            sampler = Sampler({"service": server.pid, "generator": os.getpid()})
+            sampler.start()
+            opens_at = define_event(base, token, args.stock, args.lead_s)
+            print(f"spike: {args.users:,} users for {args.stock:,} coupons; one service "
+                  f"process (uvicorn + worker), Redis {redact(args.redis_url)}, "
+                  f"{args.db_url.split('@')[-1]}\n"
+                  f"load: one asyncio generator (httpx), {crowd_line(args)}; the event opens "
+                  f"{args.lead_s:g} s after it is defined\ncode: {code_version()}", flush=True)
+            load_before = os.getloadavg()[0]
+            results, crowd, lags = asyncio.run(run_crowd(base, opens_at, args))
+            finished = time.perf_counter()
+            loads = (load_before, os.getloadavg()[0])
+            seen_by_service = service_view(base)
+            report = settled_report(driver)
+            sampler.stopped.set()
+            print_timing(results, args)
+            print(f"issue route, service side  {seen_by_service}")
+            print_outcomes(results, crowd, report)
+            print_costs(sampler, crowd, finished, lags, loads)
+            if args.csv:
+                write_csv(args.csv, results)
+            print(f"wall time               {time.perf_counter() - launched:.1f} s from launch "
+                  f"to this report")
     finally:
-        stop(server)
         repository.engine.dispose()
     return 0 if report.ok and not any(r.error for r in results) else 1
 

@@ -48,20 +48,14 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import re
 import resource
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import psutil  # type: ignore[import-untyped]
 import redis
 
@@ -73,6 +67,7 @@ from couponsim.flows.issue import IssueOutcome, IssueRequest, issue
 from couponsim.flows.status import RequestState, RequestStatus
 from couponsim.keys import CouponKeys
 from couponsim.service.sse import STATUS_CHANNELS
+from live_service import free_port, served
 
 COUPON = "bench-fanout"
 OPENING = 100
@@ -146,43 +141,6 @@ def _issue_requests(driver: SyncDriver, count: int) -> list[str]:
     if refused:
         raise RuntimeError(f"{len(refused)} requests were not issued, e.g. {refused[0]!r}")
     return [request.request_id for request in requests]
-
-
-def _free_port() -> int:
-    """A port nobody listens on: a fixed one may be another service's, whose /livez
-    would answer for ours."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _serve(variant: str, port: int, redis_url: str, db_url: str) -> subprocess.Popen[bytes]:
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
-            raise RuntimeError(f"port {port} is taken: choose another with --port")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "couponsim.cli", "serve", "--no-worker", "--stream", variant,
-         "--port", str(port), "--redis-url", redis_url, "--db-url", db_url], env=os.environ)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        if server.poll() is not None:
-            raise RuntimeError(f"the service exited with {server.returncode}")
-        try:
-            httpx.get(f"{base}/livez").raise_for_status()
-            return server
-        except httpx.TransportError:
-            time.sleep(0.05)
-    server.send_signal(signal.SIGINT)
-    raise RuntimeError(f"the service did not answer on {base}")
-
-
-def _stop(server: subprocess.Popen[bytes]) -> None:
-    server.send_signal(signal.SIGINT)
-    try:
-        server.wait(30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 def _cpu_s(pid: int) -> float:
@@ -430,15 +388,14 @@ def _run_variant(variant: str, args: argparse.Namespace, driver: SyncDriver,
     driver.run(lifecycle.purge(COUPON))
     driver.run(lifecycle.open_event(CouponEvent(COUPON, stock=10**9), Variant.HARDENED))
     request_ids = _issue_requests(driver, args.streams)
-    server = _serve(variant, args.port, _with_pool(args.redis_url, args.pool),
-                    f"sqlite:///{scratch}/{variant}.sqlite")
     try:
-        figures = asyncio.run(_measure(variant, server.pid, args.port,
-                                       driver, admin, request_ids, args.updates, args.wait))
+        with served(args.port, "--no-worker", "--stream", variant,
+                    "--redis-url", _with_pool(args.redis_url, args.pool),
+                    "--db-url", f"sqlite:///{scratch}/{variant}.sqlite") as server:
+            return asyncio.run(_measure(variant, server.pid, args.port, driver, admin,
+                                        request_ids, args.updates, args.wait))
     finally:
-        _stop(server)
         driver.run(lifecycle.purge(COUPON))
-    return figures
 
 
 def _print_table(rows: list[Figures]) -> None:
@@ -474,7 +431,7 @@ def main() -> None:
                         help="seconds to wait for the streams to open, and for the finals")
     args = parser.parse_args()
     args.updates = args.streams if args.updates is None else args.updates
-    args.port = args.port or _free_port()
+    args.port = args.port or free_port()
     args.pool = args.streams + 100 if args.pool is None else args.pool
     if not 0 < args.updates <= args.streams:
         parser.error("--updates must be between 1 and --streams")
