@@ -20,6 +20,11 @@ ISSUE_GROUP = "issuers"
 """The consumer group on every coupon's issue queue, created at warm-up."""
 
 
+STATUS_CHANNEL_PREFIX = "coupon:events:"
+"""Every coupon's status channel begins so (``CouponKeys.channel``): the status hub
+subscribes to the pattern, and tells a channel's coupon back from it."""
+
+
 def single_slot(pattern: str) -> bool:
     """Does every key a SCAN pattern matches carry the same hash tag (so lie in one
     slot, on one shard of a cluster)? ``coupon:info:{c1}`` does; ``coupon:info:{*``
@@ -100,12 +105,12 @@ class CouponKeys:
     @property
     def channel(self) -> str:
         """Pub/sub channel of the coupon's status updates (a channel, not a key)."""
-        return f"coupon:events:{self.tag}"
+        return f"{STATUS_CHANNEL_PREFIX}{self.tag}"
 
     @staticmethod
     def of_channel(channel: str) -> str | None:
         """The coupon whose status channel this is, or None for any other channel."""
-        prefix, suffix = "coupon:events:{", "}"
+        prefix, suffix = STATUS_CHANNEL_PREFIX + "{", "}"
         if channel.startswith(prefix) and channel.endswith(suffix):
             return channel[len(prefix):-len(suffix)] or None
         return None

@@ -28,10 +28,10 @@ from couponsim.connection import pubsub_client
 from couponsim.drivers.aio import AsyncDriver, forget_idle_connections
 from couponsim.errors import RedisUnavailable, UnknownRequest
 from couponsim.flows.status import RequestState, RequestStatus, read_status
-from couponsim.keys import CouponKeys
+from couponsim.keys import STATUS_CHANNEL_PREFIX, CouponKeys
 from couponsim.sold_out import SoldOutFlags
 
-STATUS_CHANNELS = "coupon:events:*"
+STATUS_CHANNELS = f"{STATUS_CHANNEL_PREFIX}*"
 """Every coupon's status channel (``CouponKeys.channel``), for the hub's one subscription."""
 _LOST = (redis.ConnectionError, redis.TimeoutError, OSError)
 
