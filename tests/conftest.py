@@ -1,8 +1,10 @@
 """One suite, several backends: every test taking ``driver`` runs on a fresh
-FakeServer, on a flushed real Redis (REDIS_URL, a dedicated database) and on a
-flushed Redis Cluster of 3 masters and 3 replicas the session starts itself;
-every test taking ``system`` runs on each Redis with SQLite (a file per test)
-and with PostgreSQL (DATABASE_URL, tables dropped around each test).
+FakeServer, on a flushed real Redis (a database of REDIS_URL's server that this
+test process alone holds) and on a flushed Redis Cluster of 3 masters and 3
+replicas the process starts itself on free ports; every test taking ``system``
+runs on each Redis with SQLite (a file per test) and with PostgreSQL
+(DATABASE_URL, in a schema of the process's own, tables dropped around each test).
+pytest-xdist's workers and concurrent runs are kept apart so: ``tests/isolation.py``.
 
 Without a real Redis (or redis-server for the cluster) or PostgreSQL their half
 skips, unless COUPONSIM_REQUIRE_REDIS=1 / COUPONSIM_REQUIRE_POSTGRES=1 (set by
@@ -26,9 +28,25 @@ from couponsim.flows import Variant, lifecycle
 from couponsim.local_redis import LocalCluster, LocalRedisError, local_cluster, redis_server_path
 from couponsim.persistence.repository import Repository
 
+from .isolation import NoFreeDatabase, leased_redis_database, private_postgres_schema
+
 REAL_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get("DATABASE_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep on one xdist worker what must share a process: a notebook's cells (nbval
+    runs them in order on one kernel), and the tests on the Redis Cluster (one cluster
+    of six servers per process is enough). Notebooks are slow: ``-m "not slow"``
+    leaves them out of the quick loop."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+            item.add_marker(pytest.mark.slow)
+        elif item.get_closest_marker("redis_cluster") is not None:
+            item.add_marker(pytest.mark.xdist_group("redis-cluster"))
 
 
 @dataclass
@@ -49,12 +67,17 @@ def _missing(service: str, required_by: str, exc: Exception) -> NoReturn:
 
 
 @pytest.fixture(scope="session")
-def real_redis_url() -> str:
+def real_redis_url() -> Iterator[str]:
+    """A database of the real Redis for this test process alone."""
     try:
         connect(REAL_REDIS_URL).close()
     except RedisUnavailable as exc:
         _missing("real Redis", "COUPONSIM_REQUIRE_REDIS", exc)
-    return REAL_REDIS_URL
+    try:
+        with leased_redis_database(REAL_REDIS_URL) as url:
+            yield url
+    except NoFreeDatabase as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
@@ -74,12 +97,13 @@ def fake_backend() -> Backend:
 
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A 3-master, 3-replica cluster on 127.0.0.1:7000-7005 (other free ports when
-    those are taken), started once for the session and stopped by its pids."""
+    """A 3-master, 3-replica cluster on ports the kernel picks (never the fixed
+    7000-7005 another run may be starting on), started once for the test process
+    and stopped by its pids."""
     if redis_server_path() is None:
         _missing("redis-server for a Redis Cluster", "COUPONSIM_REQUIRE_REDIS",
                  LocalRedisError("no redis-server on PATH"))
-    with local_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+    with local_cluster(tmp_path_factory.mktemp("cluster"), ports=()) as cluster:
         yield cluster
 
 
@@ -103,12 +127,14 @@ def driver(backend: Backend) -> SyncDriver:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
+def postgres_url() -> Iterator[str]:
+    """DATABASE_URL, in a schema of this test process's own."""
     try:
         Repository.from_url(POSTGRES_URL).engine.dispose()
     except DatabaseUnavailable as exc:
         _missing("PostgreSQL", "COUPONSIM_REQUIRE_POSTGRES", exc)
-    return POSTGRES_URL
+    with private_postgres_schema(POSTGRES_URL) as url:
+        yield url
 
 
 @pytest.fixture

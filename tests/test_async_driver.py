@@ -99,6 +99,7 @@ def test_a_failing_effect_is_thrown_into_the_flow(
     run_async(test)
 
 
+@pytest.mark.slow
 def test_a_redis_that_is_down_is_a_typed_error() -> None:
     async def main() -> None:
         client = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)

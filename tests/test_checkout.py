@@ -37,6 +37,7 @@ def test_the_seed_checkout_under_an_expiring_lock_uses_a_coupon_twice(tmp_path: 
     assert findings is not None and findings.used_twice and not result.report.ok
 
 
+@pytest.mark.slow
 def test_a_checkout_replays_from_its_seed(tmp_path: Path) -> None:
     config = CheckoutConfig(users=20)
     first = run_checkout(config, embedded(tmp_path, "first"))

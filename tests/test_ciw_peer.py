@@ -42,6 +42,7 @@ def ciw_interval(arrival_rate: float, service_rate: float, servers: int) -> Inte
 @pytest.mark.parametrize(("arrival_rate", "service_rate", "servers"),
                          [(0.8, 1.0, 1), (1.5, 1.0, 2), (3.0, 1.0, 4)],
                          ids=["M/M/1 rho .8", "M/M/2 rho .75", "M/M/4 rho .75"])
+@pytest.mark.slow
 def test_the_model_and_ciw_agree_with_each_other_and_with_erlang_c(
         arrival_rate: float, service_rate: float, servers: int) -> None:
     expected = mmc_wait(arrival_rate, service_rate, servers)

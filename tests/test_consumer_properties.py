@@ -3,6 +3,7 @@ every invariant of the hardened design, once a restarted consumer drains."""
 
 from collections.abc import Sequence
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,6 +47,7 @@ class RefusesUser(Repository):
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(stock=st.integers(1, 6), ops=operations, data=st.data(),
        refused=st.none() | st.integers(0, 7).map(lambda n: f"u{n}"))
+@pytest.mark.slow
 def test_any_interleaving_with_crashes_keeps_the_invariants(
         backend: Backend, repository: Repository, stock: int,
         ops: list[tuple], data: st.DataObject, refused: str | None) -> None:  # type: ignore[type-arg]

@@ -63,6 +63,7 @@ def test_a_drained_queue_is_stored_once_with_final_statuses(system: SyncDriver) 
 
 
 @pytest.mark.parametrize("point", list(CrashPoint))
+@pytest.mark.slow
 def test_a_crash_at_any_point_loses_nothing_after_a_restart(system: SyncDriver,
                                                             point: CrashPoint) -> None:
     open_event(system, stock=10)
@@ -111,6 +112,7 @@ class FlakyRepository(Repository):
         return super().persist_issued(coupons, fail_after_rows, one_per_ordinal)
 
 
+@pytest.mark.slow
 def test_a_database_down_for_a_while_loses_nothing(backend, repository: Repository) -> None:  # type: ignore[no-untyped-def]
     flaky = FlakyRepository(repository, outages=7)
     driver = SyncDriver(backend.client, backend.url, flaky, sleep=lambda _s: None)
@@ -259,6 +261,7 @@ def test_consumers_racing_on_one_users_ordinal_store_one_coupon(
 
 
 @pytest.mark.real_redis
+@pytest.mark.slow
 def test_several_consumers_at_once_store_each_coupon_once(real_backend, repository) -> None:  # type: ignore[no-untyped-def]
     driver = SyncDriver(real_backend.client, real_backend.url, repository)
     open_event(driver, stock=500)

@@ -21,6 +21,7 @@ CI_EXAMPLES = 150
 
 
 @pytest.mark.parametrize(("name", "broken"), SEED_FLAWS.items())
+@pytest.mark.slow
 def test_the_explorer_finds_every_seed_flaw(name: str, broken: str) -> None:
     found = search(SCENARIOS[name], Variant.SEED, CI_EXAMPLES)
     assert found.counterexample is not None
@@ -47,6 +48,7 @@ fewer than 2,000 each, so the walk, not hypothesis, is the complete check."""
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.slow
 def test_hypothesis_finds_nothing_in_the_hardened_design(name: str) -> None:
     found = search(SCENARIOS[name], Variant.HARDENED, CI_EXAMPLES)
     assert found.counterexample is None
@@ -54,6 +56,7 @@ def test_hypothesis_finds_nothing_in_the_hardened_design(name: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "schedules"), HARDENED_SCHEDULES.items())
+@pytest.mark.slow
 def test_every_schedule_of_the_small_hardened_cases_is_clean(name: str, schedules: int) -> None:
     walked = exhaustive(SCENARIOS[name], Variant.HARDENED)
     assert (walked.complete, walked.explored, walked.counterexample) == (True, schedules, None)
@@ -100,6 +103,7 @@ def test_a_hardened_crash_schedule_replays_exactly_with_stream_ids_masked() -> N
     assert any(s.effect == "(the actor stops here)" for s in first.steps)
 
 
+@pytest.mark.slow
 def test_the_timeline_reads_as_a_table_and_a_dataframe() -> None:
     found = search(SCENARIOS["lock-expiry"], Variant.SEED, CI_EXAMPLES)
     assert found.counterexample is not None
@@ -117,6 +121,7 @@ def test_the_explorer_runs_against_a_real_redis(real_redis_url: str) -> None:
     assert not search(SCENARIOS["double-click"], Variant.HARDENED, 50, store).counterexample
 
 
+@pytest.mark.slow
 def test_the_command_exits_1_with_the_timeline(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explore", "warm-up-rerun", "--variant", "seed", "--examples", "50"]) == 1
     out = capsys.readouterr().out

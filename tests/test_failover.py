@@ -28,6 +28,7 @@ def _repository(tmp_path: Path, cap_at_stock: bool) -> Repository:
     return repository
 
 
+@pytest.mark.slow
 def test_failover_with_a_lagging_replica_oversells_and_the_checker_sees_it(
         tmp_path: Path) -> None:
     plan = failover.Plan()
@@ -42,6 +43,7 @@ def test_failover_with_a_lagging_replica_oversells_and_the_checker_sees_it(
     assert outcome.duplicates == 0, "the database's (user, coupon, ordinal) key held"
 
 
+@pytest.mark.slow
 def test_the_database_as_arbiter_keeps_oversold_and_duplicates_at_zero(tmp_path: Path) -> None:
     outcome = failover.cluster_failover(tmp_path / "cluster", _repository(tmp_path, True))
     report = outcome.report

@@ -100,6 +100,7 @@ def burst(backend: Backend, repository: Repository) -> Burst:
     return overload_burst(backend, repository, queue_behind_waiters=True)
 
 
+@pytest.mark.slow
 def test_an_overload_burst_keeps_every_invariant(burst: Burst) -> None:
     assert burst.report.ok, burst.report.checks
     assert burst.report.persisted == STOCK
@@ -109,6 +110,7 @@ def test_an_overload_burst_keeps_every_invariant(burst: Burst) -> None:
     assert {Path.DIRECT, Path.TIMED_OUT, Path.BREAKER_OPEN} <= paths
 
 
+@pytest.mark.slow
 def test_every_user_is_told_a_final_answer(burst: Burst) -> None:
     assert len(burst.answers) == USERS
     for user, answer in burst.answers.items():
@@ -119,6 +121,7 @@ def test_every_user_is_told_a_final_answer(burst: Burst) -> None:
     assert len(told_issued) == len(set(told_issued)) == STOCK
 
 
+@pytest.mark.slow
 def test_timed_out_requests_that_were_issued_are_answered_issued_once(burst: Burst) -> None:
     timed_out = [u for u, a in burst.answers.items() if a.path is Path.TIMED_OUT]
     assert timed_out
@@ -127,6 +130,7 @@ def test_timed_out_requests_that_were_issued_are_answered_issued_once(burst: Bur
     assert all(holders[u] == 1 for u in timed_out), "one coupon each, not a second"
 
 
+@pytest.mark.slow
 def test_the_seed_gateway_lets_late_arrivals_overtake_the_room(backend: Backend,
                                                               repository: Repository,
                                                               burst: Burst) -> None:

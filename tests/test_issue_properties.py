@@ -1,6 +1,7 @@
 """Any mix of requests, in any interleaving, keeps the invariants: judged on Redis state."""
 
 import fakeredis
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ users = st.lists(st.integers(min_value=0, max_value=12), min_size=1, max_size=40
 @PROPERTY_SETTINGS
 @given(stock=st.integers(min_value=1, max_value=15), per_user_limit=st.integers(1, 3),
        requesters=users, data=st.data())
+@pytest.mark.slow
 def test_hardened_issuance_keeps_every_invariant(backend: Backend, stock: int,
                                                  per_user_limit: int, requesters: list[int],
                                                  data: st.DataObject) -> None:
@@ -44,6 +46,7 @@ def test_hardened_issuance_keeps_every_invariant(backend: Backend, stock: int,
 
 @settings(max_examples=60, deadline=None)
 @given(requesters=users, stock=st.integers(1, 15), data=st.data())
+@pytest.mark.slow
 def test_the_seed_never_oversells_but_may_duplicate(requesters: list[int], stock: int,
                                                     data: st.DataObject) -> None:
     """The seed's stock script is atomic: its only flaw in issuing is duplicates."""

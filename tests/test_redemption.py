@@ -73,6 +73,7 @@ def test_apply_prices_the_order_and_marks_the_coupon_used(system: SyncDriver) ->
     assert system.run(check_invariants("c1", with_database=True)).ok
 
 
+@pytest.mark.slow
 def test_the_same_order_twice_answers_the_same_another_order_is_refused(
         system: SyncDriver) -> None:
     code = issued(system, ["u1"])["u1"]
@@ -182,6 +183,7 @@ def test_the_hardened_flow_under_the_same_expiry_uses_the_coupon_once(system: Sy
 
 @pytest.mark.real_redis
 @pytest.mark.parametrize("flow", ["hardened-flow", "database-only"])
+@pytest.mark.slow
 def test_two_concurrent_applies_of_one_coupon_one_wins(real_backend: Backend,
                                                        repository: Repository,
                                                        flow: str) -> None:
@@ -222,6 +224,7 @@ class SlowWrites(Repository):
 
 
 @pytest.mark.real_redis
+@pytest.mark.slow
 def test_in_real_time_a_slow_seed_write_outlives_its_lock(real_backend: Backend,
                                                           repository: Repository) -> None:
     slow = SlowWrites(repository, delay_s=1.4)

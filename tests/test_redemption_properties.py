@@ -2,6 +2,7 @@
 a coupon is used at most once, only by its owner, only before it expires, and
 every discount is exact. Judged by the checker on the database."""
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +33,7 @@ steps = st.lists(st.one_of(
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=steps)
+@pytest.mark.slow
 def test_any_checkout_history_keeps_the_redemption_invariants(
         fake_backend: Backend, sqlite_repository: Repository, steps: list[tuple]) -> None:  # type: ignore[type-arg]
     fake_backend.client.flushdb()

@@ -26,6 +26,7 @@ plt.plot(range(N))
 plt.title("points");"""
 
 
+@pytest.mark.slow
 def test_the_report_runs_each_notebook_with_its_parameters_and_embeds_figures(
         tmp_path: Path) -> None:
     notebooks, out = tmp_path / "notebooks", tmp_path / "out"
@@ -43,6 +44,7 @@ def test_the_report_runs_each_notebook_with_its_parameters_and_embeds_figures(
     assert (out / "tiny.ipynb").is_file()
 
 
+@pytest.mark.slow
 def test_the_command_exits_1_when_a_notebook_fails_and_2_without_notebooks(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     notebooks = tmp_path / "notebooks"

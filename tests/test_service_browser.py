@@ -85,6 +85,7 @@ def _at_rest(driver: SyncDriver, coupon_id: str) -> InvariantReport:
     raise AssertionError(f"the coupons were never all stored: {report}")
 
 
+@pytest.mark.slow
 def test_a_shopper_waits_in_line_on_the_page_then_gets_a_code_and_a_latecomer_a_reason(
         browser: Browser, tmp_path: Path) -> None:
     """Before the start the shopper lands in the pre-queue with three others: the page

@@ -100,6 +100,7 @@ def test_bad_input_is_refused_and_changes_nothing(
     repository.engine.dispose()
 
 
+@pytest.mark.slow
 def test_tokens_name_the_user_in_jwt_mode_and_bad_ones_change_nothing(
         stores: tuple[str, str]) -> None:
     redis_url, db_url = stores

@@ -77,6 +77,7 @@ async def click(client: httpx.AsyncClient, coupon_id: str, user: str,
             "request": status["request_id"]}
 
 
+@pytest.mark.slow
 def test_many_clients_all_reach_a_final_state_and_the_invariants_hold(
         config: ServiceConfig) -> None:
     """60 users for 25 coupons, with double clicks (a new key, or the same key again):

@@ -205,6 +205,7 @@ def assert_nothing_lost(redis_server: RedisServer, db_url: str, accepted: set[st
     assert stored == accepted
 
 
+@pytest.mark.slow
 def test_a_redis_restart_loses_no_accepted_request(redis_server: RedisServer,
                                                    db_url: str) -> None:
     """Redis is stopped (SIGTERM by pid) while status streams are open and requests are
@@ -273,6 +274,7 @@ def test_a_redis_restart_loses_no_accepted_request(redis_server: RedisServer,
     assert_nothing_lost(redis_server, db_url, accepted)
 
 
+@pytest.mark.slow
 def test_the_first_requests_after_a_quiet_restart_are_accepted(
         redis_server: RedisServer, tmp_path: Path) -> None:
     """Redis restarts while no request is running: the connections idle in the service's

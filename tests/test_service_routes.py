@@ -153,6 +153,7 @@ def test_the_openapi_schema_describes_every_answer(tmp_path: Path) -> None:
     assert PROBLEM_JSON in issue["410"]["content"]
 
 
+@pytest.mark.slow
 def test_couponsim_serve_runs_a_working_system_in_one_process(tmp_path: Path) -> None:
     """`couponsim serve --scenario black_friday --start-in 1s` on the embedded defaults."""
     port = _free_port()

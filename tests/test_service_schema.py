@@ -59,6 +59,7 @@ schema = schemathesis.openapi.from_dict(build_app(ServiceConfig()).openapi())
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@pytest.mark.slow
 def test_no_server_error_and_every_answer_is_documented(case: schemathesis.Case,
                                                         app: FastAPI) -> None:
     """The admin token goes with every request so that defining events is explored past

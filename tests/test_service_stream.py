@@ -125,6 +125,7 @@ def test_a_client_that_disconnects_leaves_no_subscription_behind(
             raise AssertionError("a subscription outlived its client")
 
 
+@pytest.mark.slow
 def test_reconnecting_with_last_event_id_gets_what_it_missed(
         system: tuple[str, SyncDriver], tmp_path: Path) -> None:
     """A stream that timed out while PROCESSING; the client reconnects with the id it saw:

@@ -46,6 +46,7 @@ def test_a_real_redis_is_refused_before_anything_is_touched(
                  SyncDriver(client, "redis://127.0.0.1:1", sqlite_repository))
 
 
+@pytest.mark.slow
 def test_a_replica_with_no_lag_loses_nothing(fake_backend: Backend,
                                              sqlite_repository: Repository) -> None:
     outcome = _run(fake_backend, sqlite_repository, "failover.replication_lag_ms=0")
@@ -57,6 +58,7 @@ def test_a_replica_with_no_lag_loses_nothing(fake_backend: Backend,
     assert outcome.summary["failover"]["forgotten"] == 0
 
 
+@pytest.mark.slow
 def test_a_lagging_replica_oversells_and_the_checker_sees_it(
         fake_backend: Backend, tmp_path: Path) -> None:
     """Without the database's stock cap, the promoted store sells again what it forgot."""
@@ -76,6 +78,7 @@ def test_a_lagging_replica_oversells_and_the_checker_sees_it(
     assert set(outcome.requests.final_state) >= {"FORGOTTEN"}
 
 
+@pytest.mark.slow
 def test_with_the_database_as_arbiter_the_excess_is_compensated_not_oversold(
         fake_backend: Backend, sqlite_repository: Repository) -> None:
     outcome = _run(fake_backend, sqlite_repository, "failover.replication_lag_ms=20")
@@ -85,6 +88,7 @@ def test_with_the_database_as_arbiter_the_excess_is_compensated_not_oversold(
     assert not report.ok, "the checker still sees what the store forgot"
 
 
+@pytest.mark.slow
 def test_the_same_seed_replays_the_same_failover(fake_backend: Backend,
                                                  sqlite_repository: Repository) -> None:
     lag = ['failover.lag_distribution="exponential"', "failover.replication_lag_ms=15"]
@@ -96,6 +100,7 @@ def test_the_same_seed_replays_the_same_failover(fake_backend: Backend,
     assert first.requests[keep].equals(second.requests[keep])
 
 
+@pytest.mark.slow
 def test_the_lag_table_grows_with_the_lag() -> None:
     scenario = load_scenario("black_friday", SALE)
     table = lag_table(scenario, 0.03, [0, 20], arbiter=False)

@@ -78,6 +78,7 @@ def test_an_unknown_scenario_lists_the_bundled_ones() -> None:
         load_scenario("cyber_monday")
 
 
+@pytest.mark.slow
 def test_the_hardened_run_keeps_every_invariant_and_replays_from_its_seed(
         system: SyncDriver) -> None:
     scenario = load_scenario("black_friday", SMALL)
@@ -90,6 +91,7 @@ def test_the_hardened_run_keeps_every_invariant_and_replays_from_its_seed(
     assert first.summary["sell_out_s"] == second.summary["sell_out_s"]
 
 
+@pytest.mark.slow
 def test_the_seed_variant_under_load_loses_coupons(embedded: SyncDriver) -> None:
     """Double clicks overlap once Redis queues: both take stock, the database's per-user
     constraint refuses the second, and the seed consumer drops the batch it popped."""
@@ -105,6 +107,7 @@ def test_the_seed_variant_under_load_loses_coupons(embedded: SyncDriver) -> None
     assert "GAVE_UP" in set(outcome.requests.final_state), "their users wait in vain"
 
 
+@pytest.mark.slow
 def test_the_tables_and_summary_carry_what_a_planner_reads(embedded: SyncDriver) -> None:
     outcome = simulate(load_scenario("black_friday", SMALL), embedded)
     summary = outcome.summary
@@ -120,6 +123,7 @@ def test_the_tables_and_summary_carry_what_a_planner_reads(embedded: SyncDriver)
     assert (outcome.requests.final_state != "").all(), "and ended with a final state"
 
 
+@pytest.mark.slow
 def test_the_overload_scenario_engages_the_gateway(embedded: SyncDriver) -> None:
     scenario = load_scenario("overload_10x", [
         "traffic.users=4000", "event.stock=100", "traffic.spread_s=0.5",
@@ -140,6 +144,7 @@ def test_the_overload_scenario_engages_the_gateway(embedded: SyncDriver) -> None
     assert (told_sold_out.actual_wait_s > 0).all(), "their answer came when the room closed"
 
 
+@pytest.mark.slow
 def test_the_command_runs_a_scenario_and_writes_its_files(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     stores = ["--redis-url", "fake://sim-cli", "--db-url", f"sqlite:///{tmp_path / 'c.sqlite'}"]
@@ -195,6 +200,7 @@ def test_the_traffic_plan_adds_ramps_and_bots_without_moving_anyone_else() -> No
     assert 2.5 < (times > 5_000).sum() / (times <= 5_000).sum() < 3.5
 
 
+@pytest.mark.slow
 def test_impatient_users_leave_the_room_and_the_room_knows(embedded: SyncDriver) -> None:
     scenario = load_scenario("overload_10x", [
         "traffic.users=3000", "event.stock=100", "traffic.spread_s=0.5",
@@ -209,6 +215,7 @@ def test_impatient_users_leave_the_room_and_the_room_knows(embedded: SyncDriver)
     assert "GAVE_UP" not in set(outcome.requests.final_state), "nobody is forgotten"
 
 
+@pytest.mark.slow
 def test_retries_and_bots_never_take_two_coupons(embedded: SyncDriver) -> None:
     scenario = load_scenario("black_friday", [
         *SMALL, "traffic.retry_share=1", "traffic.client_timeout_ms=1", "traffic.bots=4",
@@ -223,6 +230,7 @@ def test_retries_and_bots_never_take_two_coupons(embedded: SyncDriver) -> None:
     assert outcome.summary["bot_coupons"] == holders.str.startswith("bot").sum()
 
 
+@pytest.mark.slow
 def test_checkout_uses_each_coupon_once_and_cancelled_ones_come_back(
         embedded: SyncDriver) -> None:
     scenario = load_scenario("black_friday", [
@@ -242,6 +250,7 @@ def test_checkout_uses_each_coupon_once_and_cancelled_ones_come_back(
 
 
 @pytest.mark.real_redis
+@pytest.mark.slow
 def test_a_run_on_a_real_redis_is_the_run_on_fakeredis(
         fake_backend: Backend, real_backend: Backend, tmp_path: Path) -> None:
     """The store only answers; virtual time decides when. The same seed gives the same

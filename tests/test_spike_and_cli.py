@@ -16,6 +16,7 @@ from .conftest import Backend
 SMALL = {"users": 400, "stock": 100, "double_click": 0.3, "concurrency": 32}
 
 
+@pytest.mark.slow
 def test_the_hardened_spike_keeps_every_invariant(system: SyncDriver) -> None:
     result = run_spike(SpikeConfig(**SMALL), system)  # type: ignore[arg-type]
     assert result.report.ok
@@ -43,6 +44,7 @@ def test_a_hardened_spike_with_a_consumer_crash_keeps_every_invariant(
     assert result.report.persisted == 50
 
 
+@pytest.mark.slow
 def test_a_spike_replays_identically_from_its_seed(system: SyncDriver) -> None:
     config = SpikeConfig(**SMALL, variant=Variant.SEED)  # type: ignore[arg-type]
     first, second = run_spike(config, system), run_spike(config, system)
@@ -64,6 +66,7 @@ def stores(backend: Backend, tmp_path: Path) -> list[str]:
     return ["--redis-url", url, "--db-url", f"sqlite:///{tmp_path / 'cli.sqlite'}"]
 
 
+@pytest.mark.slow
 def test_the_command_prints_the_tally_and_exits_by_the_invariants(
         capsys: pytest.CaptureFixture[str], stores: list[str]) -> None:
     args = ["run", "spike", "--users", "300", "--stock", "50", "--double-click", "0.5", *stores]

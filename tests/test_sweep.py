@@ -157,6 +157,7 @@ def test_a_runs_seed_depends_only_on_the_sweep_seed_and_its_replication(
     assert {t.scenario.seed for t in three if t.replication == 0} == {replication_seed(3, 0)}
 
 
+@pytest.mark.slow
 def test_the_runs_table_has_one_row_per_run_and_the_invariants_held(
         one_worker: pd.DataFrame) -> None:
     assert len(one_worker) == 2 * 3
@@ -170,6 +171,7 @@ def test_the_runs_table_has_one_row_per_run_and_the_invariants_held(
     assert mean[3] < mean[1]
 
 
+@pytest.mark.slow
 def test_one_worker_and_two_workers_give_identical_tables(
         tiny: SweepSpec, one_worker: pd.DataFrame, tmp_path: Path) -> None:
     with open_executor(workers=2) as executor:
@@ -177,6 +179,7 @@ def test_one_worker_and_two_workers_give_identical_tables(
     pd.testing.assert_frame_equal(result.runs, one_worker)
 
 
+@pytest.mark.slow
 def test_a_dask_cluster_gives_the_same_table(
         tiny: SweepSpec, one_worker: pd.DataFrame, tmp_path: Path) -> None:
     from distributed import LocalCluster
@@ -188,6 +191,7 @@ def test_a_dask_cluster_gives_the_same_table(
     pd.testing.assert_frame_equal(result.runs, one_worker)
 
 
+@pytest.mark.slow
 def test_a_sweep_run_twice_gives_identical_tables_and_resumes_from_its_store(
         tiny: SweepSpec, tmp_path: Path) -> None:
     with Counting() as executor:
@@ -236,6 +240,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Pa
         yield run_sweep(spec, executor, folder / "out", progress=False), folder
 
 
+@pytest.mark.slow
 def test_the_search_finds_the_smallest_value_that_meets_the_target(
         searched: tuple[Any, Path]) -> None:
     found = searched[0].search
@@ -274,6 +279,7 @@ def test_plots_show_the_band_the_target_and_the_chosen_value(
     assert search_plot(result.search).get_title().startswith("Search: smallest consumers.count")
 
 
+@pytest.mark.slow
 def test_the_command_line_runs_a_sweep_and_refuses_bad_input(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, TINY.format(extra=""))

@@ -82,6 +82,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "config", "expected"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.slow
 def test_the_models_redis_server_agrees_with_queueing_theory(
         name: str, config: dict[str, float], expected: float) -> None:
     """Mean wait in queue through the model's own Redis component: the 95% interval of

@@ -6,21 +6,38 @@ they are safe; the seed's global issue list and its per-request status key are
 kept only for the seed variant, whose flaws the workbench demonstrates.
 """
 
+import os
 from dataclasses import dataclass
 
 from couponsim.ids import validate_id
 
+
+def _channel_namespace() -> str:
+    """``COUPONSIM_CHANNEL_NAMESPACE`` as a channel prefix (``NAME:``), or none.
+
+    Redis keeps each database's keys apart but not its pub/sub channels: two systems
+    sharing one server on different databases (staging beside production, or two test
+    runs) would hear each other's news and act on it (a status stream ended by another
+    system's COMPLETED, a sold-out flag raised by another system's sale). Each such
+    system names its own namespace; it is read once, at import, like the key schema."""
+    name = os.environ.get("COUPONSIM_CHANNEL_NAMESPACE", "")
+    return f"{validate_id('channel namespace', name)}:" if name else ""
+
+
+CHANNEL_NAMESPACE = _channel_namespace()
+"""Every pub/sub channel of this process begins so (empty when no namespace is set)."""
+
 SEED_ISSUE_QUEUE = "coupon:issue:queue"
 """The seed's one global list of issued requests (LPOPed by its consumer)."""
 
-SEED_STATUS_CHANNEL = "coupon:status:updates"
+SEED_STATUS_CHANNEL = f"{CHANNEL_NAMESPACE}coupon:status:updates"
 """The seed's one pub/sub channel for every request's status updates."""
 
 ISSUE_GROUP = "issuers"
 """The consumer group on every coupon's issue queue, created at warm-up."""
 
 
-STATUS_CHANNEL_PREFIX = "coupon:events:"
+STATUS_CHANNEL_PREFIX = f"{CHANNEL_NAMESPACE}coupon:events:"
 """Every coupon's status channel begins so (``CouponKeys.channel``): the status hub
 subscribes to the pattern, and tells a channel's coupon back from it."""
 
@@ -118,7 +135,7 @@ class CouponKeys:
     @property
     def usage_channel(self) -> str:
         """Pub/sub channel of the coupon's usage events (applied, released)."""
-        return f"coupon:usage:{self.tag}"
+        return f"{CHANNEL_NAMESPACE}coupon:usage:{self.tag}"
 
     @property
     def waiting(self) -> str:
@@ -140,7 +157,7 @@ class CouponKeys:
     @property
     def room_channel(self) -> str:
         """Pub/sub channel of waiting-room news: ``room USER OUTCOME``, ``room closed``."""
-        return f"coupon:room-events:{self.tag}"
+        return f"{CHANNEL_NAMESPACE}coupon:room-events:{self.tag}"
 
     @property
     def admissions(self) -> str:
