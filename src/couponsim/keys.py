@@ -49,6 +49,11 @@ def rate_limit_key(name: str) -> str:
     return f"ratelimit:{{{validate_id('rate limiter', name)}}}"
 
 
+def seed_lock_key(code: str) -> str:
+    """The seed's checkout lock of one coupon code, as written (``coupon:lock:`` + code)."""
+    return f"coupon:lock:{{{validate_id('coupon code', code)}}}"
+
+
 def redemption_lock_key(code: str) -> str:
     """The checkout lock of one coupon code (string: its holder's token)."""
     return f"redeem:lock:{{{validate_id('coupon code', code)}}}"

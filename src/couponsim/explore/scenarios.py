@@ -107,7 +107,7 @@ def _redemption_actors(variant: Variant, context: dict[str, Any]) -> list[Actor]
 
 def _lock_expiry_actors(variant: Variant, context: dict[str, Any]) -> list[Actor]:
     return [*_checkouts(variant, context["code"]),
-            Actor("lock TTL expires", lock_expires(context["code"]))]
+            Actor("lock TTL expires", lock_expires(context["code"], variant))]
 
 
 def _warmup_setup(driver: SyncDriver, variant: Variant) -> dict[str, Any]:

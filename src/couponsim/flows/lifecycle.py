@@ -15,6 +15,9 @@ from couponsim.flows import Flow, Variant
 from couponsim.flows.seed_queue import seed_entries
 from couponsim.keys import ISSUE_GROUP, SEED_ISSUE_QUEUE, CouponKeys
 
+SEED_INFO_TTL_S = 2 * 3600
+"""The seed caches the event's definition for 2 hours, as written (S4)."""
+
 
 class WarmupOutcome(StrEnum):
     WARMED = "WARMED"
@@ -53,11 +56,13 @@ def warm_up(event: CouponEvent) -> Flow[WarmupOutcome]:
 
 
 def warm_up_seed(event: CouponEvent) -> Flow[WarmupOutcome]:
-    """The seed's warm-up: plain writes, so a re-run mid-event resets the stock."""
+    """The seed's warm-up (docs/seed_trace.md S2-S5): plain writes, so the daily re-run
+    of its cron (S1) resets the stock of an event that has already sold."""
     keys = CouponKeys(event.coupon_id)
     fields = [item for pair in event.to_fields().items() for item in pair]
     yield Command("SET", (keys.stock, event.stock))
     yield Command("HSET", (keys.info, *fields))
+    yield Command("EXPIRE", (keys.info, SEED_INFO_TTL_S))
     yield Command("SET", (keys.active, EventState.PENDING.value))
     return WarmupOutcome.WARMED
 
@@ -84,8 +89,11 @@ def end(coupon_id: str) -> Flow[Transition]:
 
 
 def activate_seed(coupon_id: str) -> Flow[None]:
-    """The seed's activation scheduler: a plain SET of the flag, whatever came before."""
-    yield Command("SET", (CouponKeys(coupon_id).active, EventState.ACTIVE.value))
+    """The seed's activation scheduler (S7-S8): a plain SET of the flag, whatever came
+    before, then the waiting room emptied: whoever queued before the start is gone."""
+    keys = CouponKeys(coupon_id)
+    yield Command("SET", (keys.active, EventState.ACTIVE.value))
+    yield Command("DEL", (keys.waiting,))
 
 
 def open_event(event: CouponEvent, variant: Variant) -> Flow[None]:
