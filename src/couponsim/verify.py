@@ -12,7 +12,6 @@ keeps no per-request record, so its losses can only be counted, not named.
 It is a flow, so any driver can run it.
 """
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ from couponsim.errors import UnknownCoupon
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow
 from couponsim.flows.consume import coupon_code
+from couponsim.flows.redeem import cached_coupon
 from couponsim.flows.seed_queue import parse_seed_items, seed_entries
 from couponsim.flows.status import RequestState, parse_seed_status
 from couponsim.keys import ISSUE_GROUP, SEED_ISSUE_QUEUE, SEED_STATUS_PREFIX, CouponKeys
@@ -255,19 +255,10 @@ def _codes_not_held(coupon_id: str) -> Flow[tuple[str, ...]]:
         for key in keys:
             user = key[len("user:coupons:{"):-1]
             for code, value in (yield Command("HGETALL", (key,))).items():
-                if _cached_coupon(value) == coupon_id and held.get(code) != user:
+                if cached_coupon(value) == coupon_id and held.get(code) != user:
                     wrong.append(f"{user} {code}")
         if str(cursor) == "0":
             return tuple(sorted(wrong))
-
-
-def _cached_coupon(value: str) -> str | None:
-    """The coupon of one cached code, or None for an entry in another shape."""
-    try:
-        entry = json.loads(value)
-    except ValueError:
-        return None
-    return entry.get("coupon") if isinstance(entry, dict) else None
 
 
 def _scan_values(pattern: str) -> Flow[dict[str, str]]:

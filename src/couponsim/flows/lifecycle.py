@@ -12,8 +12,11 @@ from couponsim.effects import Command, DbCall, Pipeline, Script
 from couponsim.errors import UnknownCoupon
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow, Variant
+from couponsim.flows.consume import coupon_code
+from couponsim.flows.redeem import cached_coupon
 from couponsim.flows.seed_queue import seed_entries
-from couponsim.keys import ISSUE_GROUP, SEED_ISSUE_QUEUE, CouponKeys
+from couponsim.flows.status import parse_seed_status
+from couponsim.keys import ISSUE_GROUP, SEED_ISSUE_QUEUE, SEED_STATUS_PREFIX, CouponKeys
 
 SEED_INFO_TTL_S = 2 * 3600
 """The seed caches the event's definition for 2 hours, as written (S4)."""
@@ -127,9 +130,39 @@ def purge(coupon_id: str, with_database: bool = False) -> Flow[int]:
     for raw in (yield Command("LRANGE", (SEED_ISSUE_QUEUE, 0, -1))):
         if seed_entries([raw], coupon_id):
             removed += yield Command("LREM", (SEED_ISSUE_QUEUE, 1, raw))
+    removed += yield from _purge_untagged(coupon_id)
     if with_database:
         removed += yield DbCall("purge_coupon", (coupon_id,))
     return removed
+
+
+def _purge_untagged(coupon_id: str) -> Flow[int]:
+    """The event's records kept under other tags: its codes in users' coupon lists, and
+    the seed's COMPLETED statuses (known as the event's by their code). A seed status
+    still PROCESSING names no coupon and is left alone."""
+    removed = 0
+    cursor = "0"
+    while True:
+        cursor, keys = yield Command("SCAN", (cursor, "MATCH", "user:coupons:*", "COUNT", 1000))
+        for key in keys:
+            cached = yield Command("HGETALL", (key,))
+            mine = [code for code, value in cached.items() if cached_coupon(value) == coupon_id]
+            if mine:
+                removed += yield Command("HDEL", (key, *mine))
+        if str(cursor) == "0":
+            break
+    cursor = "0"
+    while True:
+        cursor, keys = yield Command("SCAN", (cursor, "MATCH", f"{SEED_STATUS_PREFIX}*",
+                                              "COUNT", 1000))
+        for key in keys:
+            request = key[len(SEED_STATUS_PREFIX):]
+            raw = yield Command("GET", (key,))
+            if raw is not None and parse_seed_status(request, raw).code == coupon_code(
+                    coupon_id, request):
+                removed += yield Command("DEL", (key,))
+        if str(cursor) == "0":
+            return removed
 
 
 def event_ids() -> Flow[list[str]]:

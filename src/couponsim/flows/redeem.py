@@ -47,6 +47,16 @@ def cache_entry(coupon_id: str, status: CouponStatus) -> str:
     return json.dumps({"coupon": coupon_id, "status": status.value})
 
 
+def cached_coupon(value: str) -> str | None:
+    """The coupon of one ``user:coupons:{U}`` value, or None for a value in another
+    shape (the seed's schema reading stores an issue time there)."""
+    try:
+        entry = json.loads(value)
+    except ValueError:
+        return None
+    return entry.get("coupon") if isinstance(entry, dict) else None
+
+
 def apply_coupon(request: ApplyRequest, now_ms: int, lock_token: str | None = None,
                  lock_ttl_ms: int = SEED_LOCK_TTL_S * 1000) -> Flow[ApplyResult]:
     """The hardened apply: token lock, database compare-and-set, then cache and event.
