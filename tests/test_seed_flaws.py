@@ -5,11 +5,12 @@ hardened variant holds. The row numbers are the trace's."""
 import pytest
 
 from couponsim.drivers.sync import SyncDriver
+from couponsim.errors import DatabaseUnavailable
 from couponsim.event import CouponEvent
 from couponsim.explore.explorer import exhaustive, replay
 from couponsim.explore.scenarios import SCENARIOS
 from couponsim.flows import Variant, lifecycle
-from couponsim.flows.consume import consume_batch, consume_seed_batch, load_event
+from couponsim.flows.consume import ConsumerConfig, consume_batch, consume_seed_batch, load_event
 from couponsim.flows.gateway import Gateway, admission_round, gateway_issue
 from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest
 from couponsim.flows.status import RequestState, read_seed_status
@@ -24,8 +25,10 @@ from couponsim.keys import CouponKeys
 from couponsim.persistence.repository import Repository
 from couponsim.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from couponsim.status_stream import watch_seed_status, watch_status
+from couponsim.verify import check_invariants
 
 from .conftest import Backend
+from .test_consumers import FlakyRepository
 
 NOW = 1_000
 KEYS = CouponKeys("c1")
@@ -185,3 +188,32 @@ def test_a_user_the_room_issued_a_coupon_to_is_never_told(store: SyncDriver,
         assert store.run(read_seed_status("r1")) is None, "nothing to follow"
     else:
         assert store.run(room_outcome("c1", "u1")) == ("ISSUED", "r1")
+
+
+@pytest.mark.parametrize("variant", list(Variant))
+def test_a_database_that_fails_one_batch(fake_backend: Backend, sqlite_repository: Repository,
+                                         variant: Variant) -> None:
+    """S20, S24-S28: the save fails once (the database does not answer). The seed has
+    told the batch COMPLETED already and drops it; the hardened consumer leaves its
+    entries pending, and the next run stores them."""
+    flaky = FlakyRepository(sqlite_repository, outages=1)
+    store = SyncDriver(fake_backend.client, fake_backend.url, flaky, sleep=lambda _s: None)
+    warm_up(store, variant, stock=5)
+    activate(store, variant)
+    for n in range(3):
+        store.run(ISSUE_FLOWS[variant](IssueRequest("c1", f"u{n}", f"r{n}"), NOW))
+    if variant is Variant.SEED:
+        drain(store, variant)
+    else:
+        event = store.run(load_event("c1"))
+        config = ConsumerConfig(db_retries=0, claim_idle_ms=0)
+        with pytest.raises(DatabaseUnavailable):   # the loop around it waits and goes on
+            store.run(consume_batch(event, "w", NOW, config))
+        store.run(consume_batch(event, "w", NOW, config))
+    report = store.run(check_invariants("c1", with_database=True))
+    assert report.told is not None
+    if variant is Variant.SEED:
+        assert report.told.completed_unstored == ("r0", "r1", "r2")
+        assert len(report.told.codes_not_held or ()) == 3 and not report.ok
+    else:
+        assert report.ok and report.persisted == 3
