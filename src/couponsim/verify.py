@@ -9,6 +9,8 @@ coupons issued must equal the initial stock (counter, conservation).
 The record of what was issued is the hardened per-coupon stream, or for the
 seed the global list and, once popped, the stock decrements alone: the seed
 keeps no per-request record, so its losses can only be counted, not named.
+What users were told is judged from the statuses and the users' coupon lists
+themselves, the seed's (``coupon:status:*``, untagged) as the hardened ones.
 It is a flow, so any driver can run it.
 """
 
