@@ -42,7 +42,8 @@ def test_the_double_click_counterexample_is_the_minimal_race() -> None:
 
 
 HARDENED_SCHEDULES = {"double-click": 2, "warm-up-rerun": 60, "concurrent-redemption": 24,
-                      "consumer-crash": 159, "lock-expiry": 282}
+                      "consumer-crash": 159, "lock-expiry": 282, "double-click-stored": 2,
+                      "status-overwrite": 3}
 """Every distinct schedule of each hardened scenario, as the exhaustive walk counts them:
 fewer than 2,000 each, so the walk, not hypothesis, is the complete check."""
 

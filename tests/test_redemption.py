@@ -14,7 +14,7 @@ from couponsim.errors import InvalidInput
 from couponsim.event import DiscountKind
 from couponsim.flows.issue import IssueRequest, issue
 from couponsim.flows.redeem import apply_coupon, apply_coupon_seed, release_coupon
-from couponsim.keys import CouponKeys, redemption_lock_key, user_coupons_key
+from couponsim.keys import CouponKeys, redemption_lock_key, seed_lock_key, user_coupons_key
 from couponsim.persistence.repository import Repository
 from couponsim.pricing import ApplyOutcome, ApplyRequest, ApplyResult
 from couponsim.records import CouponStatus
@@ -141,9 +141,9 @@ def test_the_seed_lock_expiring_under_a_slow_write_lets_two_orders_use_one_coupo
     code = issued(system, ["u1"])["u1"]
     a = apply_coupon_seed(ApplyRequest("u1", "oA", code, 30_000), NOW + 1)
     effect = next(a)
-    for _ in range(3):  # HGET ownership, SET NX EX, read: A's next effect is its write
+    for _ in range(3):  # HEXISTS ownership, SET NX EX, read: A's next effect is its write
         effect = advance(a, effect, system.execute)
-    system.client.pexpire(redemption_lock_key(code), 1)
+    system.client.pexpire(seed_lock_key(code), 1)
     time.sleep(0.01)
     b_result = finish(apply_coupon_seed(ApplyRequest("u1", "oB", code, 30_000), NOW + 2),
                       system.execute)

@@ -102,7 +102,8 @@ def run_checkout(config: CheckoutConfig, driver: SyncDriver) -> CheckoutResult:
         for n, request in enumerate(requests):
             flows.append(APPLY_FLOWS[config.variant](request, now_ms))
             if expiring and (n + 1 == len(requests) or requests[n + 1].code != request.code):
-                flows.append(lock_expires(request.code))  # in flight with the code's orders
+                # in flight with the code's orders
+                flows.append(lock_expires(request.code, config.variant))
         # The lock's expiry returns None; every apply returns its result.
         results: list[ApplyResult] = [r for r in interleave(flows) if r is not None]
         rows.extend((phase, q.user_id, q.order_id, r.outcome.value)

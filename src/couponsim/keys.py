@@ -51,9 +51,14 @@ def single_slot(pattern: str) -> bool:
     return end > start + 1 and not any(c in pattern[start:end] for c in "*?[\\")
 
 
+SEED_STATUS_PREFIX = "coupon:status:"
+"""Every seed status key begins so (``seed_status_key``): with no coupon tag, the
+checker finds them by this prefix."""
+
+
 def seed_status_key(request_id: str) -> str:
     """The seed's status string for one request; it carries no coupon tag."""
-    return f"coupon:status:{validate_id('request', request_id)}"
+    return f"{SEED_STATUS_PREFIX}{validate_id('request', request_id)}"
 
 
 def user_coupons_key(user_id: str) -> str:
@@ -64,6 +69,11 @@ def user_coupons_key(user_id: str) -> str:
 def rate_limit_key(name: str) -> str:
     """A shared rate limiter's state (string: GCRA's theoretical arrival time)."""
     return f"ratelimit:{{{validate_id('rate limiter', name)}}}"
+
+
+def seed_lock_key(code: str) -> str:
+    """The seed's checkout lock of one coupon code, as written (``coupon:lock:`` + code)."""
+    return f"coupon:lock:{{{validate_id('coupon code', code)}}}"
 
 
 def redemption_lock_key(code: str) -> str:

@@ -15,8 +15,8 @@ import redis
 
 from couponsim.drivers.sync import SyncDriver
 from couponsim.errors import RedisUnavailable, UnknownRequest
-from couponsim.flows.status import RequestStatus, read_status
-from couponsim.keys import CouponKeys
+from couponsim.flows.status import RequestStatus, parse_seed_status, read_seed_status, read_status
+from couponsim.keys import SEED_STATUS_CHANNEL, CouponKeys
 
 DEFAULT_TIMEOUT_S = 300.0
 """The design's five minutes."""
@@ -47,10 +47,51 @@ def watch_status(client: redis.Redis, coupon_id: str, request_id: str,
         pubsub.close()
 
 
-def _await_subscription(pubsub: Any, deadline: float, clock: Callable[[], float]) -> None:
+def _await_subscription(pubsub: Any, deadline: float, clock: Callable[[], float],
+                        kind: str = "subscribe") -> None:
     """Wait for Redis to confirm the subscription: only then can no update be missed."""
     while clock() < deadline:
         message = pubsub.get_message(timeout=0.1)
-        if message is not None and message["type"] == "subscribe":
+        if message is not None and message["type"] == kind:
             return
     raise RedisUnavailable("pub/sub", "the subscription was not confirmed in time")
+
+
+def watch_seed_status(client: redis.Redis, request_id: str,
+                      timeout_s: float = DEFAULT_TIMEOUT_S,
+                      clock: Callable[[], float] = time.monotonic,
+                      subscribed: Callable[[], None] = lambda: None,
+                      ) -> Iterator[RequestStatus | None]:
+    """The design's status stream as written (docs/seed_trace.md S29-S36).
+
+    Read the status and send it if there is one (a COMPLETED read here does not end
+    the stream); then subscribe, on a connection of this stream's own, to the one
+    channel every update goes to, and pass on this request's updates until one is
+    final. ``timeout(5 min)`` counts from the last event sent, and its error
+    becomes one error event: ``None``. An update published between the read and
+    the subscription is never seen. ``subscribed`` is called once the subscription
+    is confirmed (a test seam: what happens next is what the user can still hear).
+    """
+    current = SyncDriver(client).run(read_seed_status(request_id))
+    if current is not None:
+        yield current
+    pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+    try:
+        pubsub.psubscribe(SEED_STATUS_CHANNEL)
+        _await_subscription(pubsub, clock() + 5.0, clock, "psubscribe")
+        subscribed()
+        deadline = clock() + timeout_s
+        while (left := deadline - clock()) > 0:
+            message = pubsub.get_message(timeout=min(left, 1.0))
+            if message is None or message["type"] != "pmessage":
+                continue
+            update = parse_seed_status(request_id, message["data"])
+            if update.request_id != request_id:
+                continue
+            yield update
+            if update.final:
+                return
+            deadline = clock() + timeout_s
+        yield None
+    finally:
+        pubsub.close()

@@ -31,3 +31,30 @@ def summary_table(summaries: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     column per label; a field one summary lacks is left empty."""
     return pd.DataFrame({label: pd.json_normalize(dict(summary)).iloc[0]
                          for label, summary in summaries.items()})
+
+
+def told_table(runs: Mapping[str, tuple[pd.DataFrame, InvariantReport]]) -> pd.DataFrame:
+    """What users were told against what the store holds, one column per run (its
+    requests table and its report): the checker's three verdicts on the statuses and
+    caches, and two counts only the users' side can give (a user who gave up waiting
+    was never told; a coupon holder never told COMPLETED won without knowing it)."""
+    columns = {}
+    for label, (requests, report) in runs.items():
+        told = report.told
+        completed = set(requests.loc[requests.final_state == "COMPLETED", "user"])
+        first = requests[requests.kind == "first click"]
+        bots = set(requests.loc[requests.kind == "bot", "user"])   # they wait for nothing
+        columns[label] = {
+            "told COMPLETED, no coupon stored":
+                len(told.completed_unstored or ()) if told else None,
+            "left PROCESSING once drained": len(told.processing_drained) if told else None,
+            "shown a code the database does not hold for them":
+                len(told.codes_not_held or ()) if told else None,
+            "users never told an outcome (gave up waiting)":
+                int((first.final_state == "GAVE_UP").sum()),
+            "coupon holders never told COMPLETED":
+                len(set(report.coupons_per_user) - completed - bots),
+        }
+    table = pd.DataFrame(columns)
+    table.index.name = "what users were told"
+    return table

@@ -9,6 +9,8 @@ coupons issued must equal the initial stock (counter, conservation).
 The record of what was issued is the hardened per-coupon stream, or for the
 seed the global list and, once popped, the stock decrements alone: the seed
 keeps no per-request record, so its losses can only be counted, not named.
+What users were told is judged from the statuses and the users' coupon lists
+themselves, the seed's (``coupon:status:*``, untagged) as the hardened ones.
 It is a flow, so any driver can run it.
 """
 
@@ -19,8 +21,11 @@ from couponsim.effects import Command, DbCall, Pipeline
 from couponsim.errors import UnknownCoupon
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow
-from couponsim.flows.seed_queue import seed_entries
-from couponsim.keys import ISSUE_GROUP, SEED_ISSUE_QUEUE, CouponKeys
+from couponsim.flows.consume import coupon_code
+from couponsim.flows.redeem import cached_coupon
+from couponsim.flows.seed_queue import parse_seed_items, seed_entries
+from couponsim.flows.status import RequestState, parse_seed_status
+from couponsim.keys import ISSUE_GROUP, SEED_ISSUE_QUEUE, SEED_STATUS_PREFIX, CouponKeys
 from couponsim.records import CouponLedger, CouponStatus, RedemptionLedger
 
 
@@ -60,6 +65,8 @@ class InvariantReport:
     one the database implies (COMPLETED for a stored coupon, FAILED for a compensation)."""
     redemptions: "RedemptionFindings | None" = None
     """Redemption anomalies, when a database was checked."""
+    told: "ToldFindings | None" = None
+    """What users were told that the store does not bear out."""
 
     @property
     def oversold(self) -> int:
@@ -97,11 +104,43 @@ class InvariantReport:
                   not self.unexpected),
             Check("nothing stuck (status not final, not in flight)", len(self.stuck),
                   not self.stuck),
-        ] + (self.redemptions.checks if self.redemptions else [])
+        ] + (self.told.checks if self.told else []) + (
+            self.redemptions.checks if self.redemptions else [])
 
     @property
     def ok(self) -> bool:
         return all(check.ok for check in self.checks)
+
+
+@dataclass(frozen=True)
+class ToldFindings:
+    """What users were told, judged against what the store holds.
+
+    Read from the statuses and caches themselves, for the seed's records
+    (``coupon:status:{R}``, ``user:coupons:{U}``) as for the hardened ones. A
+    COMPLETED that was published and then overwritten reads PROCESSING, and is
+    found by the second check. ``None`` for a figure not judged (no database).
+    """
+
+    completed_unstored: tuple[str, ...] | None
+    """Requests whose status says COMPLETED while the database holds no coupon for them."""
+    processing_drained: tuple[str, ...]
+    """Requests still PROCESSING although no queue holds them any more."""
+    codes_not_held: tuple[str, ...] | None
+    """``user code`` pairs: a code in the user's coupon list that the database does not
+    hold for that user."""
+
+    @property
+    def checks(self) -> list[Check]:
+        checks = [Check("nothing left PROCESSING once the queue is drained",
+                        len(self.processing_drained), not self.processing_drained)]
+        if self.completed_unstored is not None:
+            checks.insert(0, Check("told COMPLETED only with a stored coupon",
+                                   len(self.completed_unstored), not self.completed_unstored))
+        if self.codes_not_held is not None:
+            checks.append(Check("codes told are the user's in the database",
+                                len(self.codes_not_held), not self.codes_not_held))
+        return checks
 
 
 @dataclass(frozen=True)
@@ -178,7 +217,63 @@ def check_invariants(coupon_id: str, with_database: bool = False) -> Flow[Invari
         persisted=None if ledger is None else len(ledger.coupons),
         compensated=0, coupons_per_user=holders,
         redemptions=(yield from _redemptions(coupon_id, with_database)),
+        told=(yield from _seed_told(coupon_id, ledger)),
     )
+
+
+def _seed_told(coupon_id: str, ledger: CouponLedger | None) -> Flow[ToldFindings]:
+    """The seed's statuses carry no coupon tag: every ``coupon:status:*`` is read. A
+    COMPLETED one belongs to this coupon when its code is this coupon's code for the
+    request (codes are derived from both); a PROCESSING one names no coupon, so every
+    PROCESSING status whose request is in no queue item (of any coupon) is judged."""
+    statuses = yield from _scan_values(f"{SEED_STATUS_PREFIX}*")
+    queued = {entry["request"] for entry in parse_seed_items(
+        (yield Command("LRANGE", (SEED_ISSUE_QUEUE, 0, -1))))}
+    stored = None if ledger is None else {request for request, _user, _n in ledger.coupons}
+    completed, processing = [], []
+    for key, raw in statuses.items():
+        request = key[len(SEED_STATUS_PREFIX):]
+        status = parse_seed_status(request, raw)
+        if status.state is RequestState.PROCESSING and request not in queued:
+            processing.append(request)
+        elif status.state is RequestState.COMPLETED \
+                and status.code == coupon_code(coupon_id, request):
+            completed.append(request)
+    return ToldFindings(
+        None if stored is None else tuple(sorted(set(completed) - stored)),
+        tuple(sorted(processing)),
+        None if ledger is None else (yield from _codes_not_held(coupon_id)))
+
+
+def _codes_not_held(coupon_id: str) -> Flow[tuple[str, ...]]:
+    """Every code of this coupon in a user's cached list must be that user's in the
+    database (``user:coupons:{U}`` is what the user is shown as their coupons)."""
+    held = {coupon.code: coupon.user_id
+            for coupon in (yield DbCall("coupons_of_event", (coupon_id,)))}
+    wrong = []
+    cursor = "0"
+    while True:
+        cursor, keys = yield Command("SCAN", (cursor, "MATCH", "user:coupons:*", "COUNT", 1000))
+        for key in keys:
+            user = key[len("user:coupons:{"):-1]
+            for code, value in (yield Command("HGETALL", (key,))).items():
+                if cached_coupon(value) == coupon_id and held.get(code) != user:
+                    wrong.append(f"{user} {code}")
+        if str(cursor) == "0":
+            return tuple(sorted(wrong))
+
+
+def _scan_values(pattern: str) -> Flow[dict[str, str]]:
+    """Every string key matching ``pattern``, with its value (a key gone meanwhile is left out)."""
+    found: dict[str, str] = {}
+    cursor = "0"
+    while True:
+        cursor, keys = yield Command("SCAN", (cursor, "MATCH", pattern, "COUNT", 1000))
+        if keys:   # one GET each: untagged keys lie in many slots of a cluster
+            values = yield Pipeline(tuple(Command("GET", (key,)) for key in keys))
+            found |= {k: v for k, v in zip(keys, values, strict=True) if v is not None}
+        if str(cursor) == "0":
+            return found
 
 
 def _redemptions(coupon_id: str, with_database: bool) -> Flow[RedemptionFindings | None]:
@@ -235,12 +330,19 @@ def _hardened(event: CouponEvent, with_database: bool) -> Flow[InvariantReport]:
     stuck = [request for request, status in zip(settled, statuses, strict=True)
              if status == "PROCESSING" or (
                  request in settled_states and status != settled_states[request])]
+    told = ToldFindings(
+        None if ledger is None else tuple(sorted(
+            request for request, status in zip(settled, statuses, strict=True)
+            if status == "COMPLETED" and request not in stored)),
+        tuple(request for request, status in zip(settled, statuses, strict=True)
+              if status == "PROCESSING"),
+        None if ledger is None else (yield from _codes_not_held(event.coupon_id)))
     return InvariantReport(
         event.coupon_id, "hardened", event.stock, event.per_user_limit, int(stock or 0),
         issued=len(alive), in_flight=len(flying), persisted=None if ledger is None else len(stored),
         compensated=len(compensated), coupons_per_user=holders, lost=tuple(lost),
         unexpected=tuple(unexpected), stuck=tuple(stuck),
-        redemptions=(yield from _redemptions(event.coupon_id, with_database)),
+        redemptions=(yield from _redemptions(event.coupon_id, with_database)), told=told,
     )
 
 

@@ -107,7 +107,7 @@ def _redemption_actors(variant: Variant, context: dict[str, Any]) -> list[Actor]
 
 def _lock_expiry_actors(variant: Variant, context: dict[str, Any]) -> list[Actor]:
     return [*_checkouts(variant, context["code"]),
-            Actor("lock TTL expires", lock_expires(context["code"]))]
+            Actor("lock TTL expires", lock_expires(context["code"], variant))]
 
 
 def _warmup_setup(driver: SyncDriver, variant: Variant) -> dict[str, Any]:
@@ -120,6 +120,17 @@ def _warmup_actors(variant: Variant, _context: dict[str, Any]) -> list[Actor]:
             Actor("scheduler re-runs warm-up",
                   lifecycle.open_event(CouponEvent(COUPON, stock=2), variant)),
             _issue(variant, "u3", "r-u3")]
+
+
+def _overwrite_setup(driver: SyncDriver, variant: Variant) -> dict[str, Any]:
+    _open(driver, variant, stock=5)
+    return {"event": driver.run(load_event(COUPON))}
+
+
+def _overwrite_actors(variant: Variant, context: dict[str, Any]) -> list[Actor]:
+    consumer = (consume_seed_batch({}, NOW) if variant is Variant.SEED
+                else consume_batch(context["event"], "worker", NOW))
+    return [_issue(variant, "u1", "r-u1"), Actor("consumer polls", consumer)]
 
 
 SCENARIOS = {scenario.name: scenario for scenario in (
@@ -135,4 +146,10 @@ SCENARIOS = {scenario.name: scenario for scenario in (
              _redemption_setup, _lock_expiry_actors, _nothing, with_database=True),
     Scenario("warm-up-rerun", "the warm-up scheduler runs again mid-event",
              _warmup_setup, _warmup_actors, _nothing, with_database=False),
+    Scenario("double-click-stored", "one user's two clicks in flight at once, then the "
+             "consumers store what was queued",
+             _double_click_setup, _double_click_actors, _restart_consumers, with_database=True),
+    Scenario("status-overwrite", "a consumer polls while a request is being issued; "
+             "a restarted consumer drains the rest",
+             _overwrite_setup, _overwrite_actors, _restart_consumers, with_database=True),
 )}

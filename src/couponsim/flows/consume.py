@@ -23,12 +23,14 @@ from couponsim.errors import (
     InjectedCrash,
     InvalidInput,
     PersistenceError,
+    RedisUnavailable,
     UnknownCoupon,
 )
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow
 from couponsim.flows.issue import REQUEST_RECORD_TTL_S
 from couponsim.flows.redeem import cache_entry
+from couponsim.flows.seed_options import DEFAULT, SeedOptions
 from couponsim.flows.seed_queue import parse_seed_items
 from couponsim.flows.status import RequestState, RequestStatus
 from couponsim.ids import validate_id, validate_ms
@@ -44,6 +46,8 @@ from couponsim.records import CouponStatus, Decided, IssuedCoupon
 
 SEED_BATCH_SIZE = 10
 """The seed consumer's LPOP count, as written."""
+SEED_COMPLETED_TTL_S = 3600
+"""The seed's COMPLETED status lives an hour, as written (S24)."""
 
 
 class CrashPoint(StrEnum):
@@ -281,11 +285,23 @@ def _discard(event: CouponEvent, entry_id: str, now_ms: int) -> Flow[None]:
 
 def consume_seed_batch(events: dict[str, CouponEvent], now_ms: int,
                        batch_size: int = SEED_BATCH_SIZE,
-                       crash_at: CrashPoint | None = None) -> Flow[BatchReport]:
-    """The seed consumer as written: LPOP a batch from the global list, save it, then
-    set statuses, caches and publish. Whatever fails after the pop is lost."""
+                       crash_at: CrashPoint | None = None,
+                       options: SeedOptions = DEFAULT) -> Flow[BatchReport]:
+    """One run of the seed consumer as written (docs/seed_trace.md S19-S28).
+
+    Pop up to ``batch_size`` items one LPOP at a time; for each, tell the user
+    COMPLETED with a code (status, publish, cache) *before* anything is stored;
+    then save the batch at once. ``@Transactional`` has no effect on the private,
+    self-invoked method, so nothing undoes the Redis writes when the save fails:
+    the batch's users were told COMPLETED and the items are gone.
+    """
     validate_ms("now_ms", now_ms)
-    raw = yield Command("LPOP", (SEED_ISSUE_QUEUE, batch_size))
+    raw: list[str] = []
+    for _ in range(batch_size):
+        item = yield Command("LPOP", (SEED_ISSUE_QUEUE,))
+        if item is None:
+            break
+        raw.append(item)
     if not raw:
         return BatchReport()
     if crash_at is CrashPoint.AFTER_READ:
@@ -294,24 +310,36 @@ def consume_seed_batch(events: dict[str, CouponEvent], now_ms: int,
     for entry in parse_seed_items(raw):
         if entry["coupon"] not in events:
             events[entry["coupon"]] = yield from load_event(entry["coupon"])
-        coupons.append(_issued(events[entry["coupon"]], QueueEntry(
-            "", entry["request"], entry["user"], 1, int(entry["issued_ms"]))))
+        coupon = _issued(events[entry["coupon"]], QueueEntry(
+            "", entry["request"], entry["user"], 1, int(entry["issued_ms"])))
+        coupons.append(coupon)
+        try:
+            yield from _tell_seed_completed(coupon, options)
+        except RedisUnavailable:
+            continue   # S27: handleFailure (body not shown): logged; the coupon is still saved
     fail_after = _rows_before_crash(crash_at, len(coupons))
-    saved: list[tuple[IssuedCoupon, Decided]] = []
+    saved = 0
     for coupon_id in sorted({coupon.coupon_id for coupon in coupons}):
         group = [coupon for coupon in coupons if coupon.coupon_id == coupon_id]
         try:
-            decided = yield DbCall("persist_issued", (group, fail_after, False))
+            yield DbCall("persist_issued", (group, fail_after, False))
         except (PersistenceError, DatabaseUnavailable):
-            continue  # as written: the popped items are simply gone
-        saved += [(coupon, decided[coupon.request_id]) for coupon in group]
+            continue  # S20: caught and logged; the popped items are simply gone
+        saved += len(group)
     if crash_at is CrashPoint.AFTER_COMMIT:
         raise InjectedCrash(crash_at)
-    for coupon, answer in saved:
-        status = RequestStatus(coupon.request_id, RequestState.COMPLETED, answer.code or "")
-        yield Command("SET", (seed_status_key(coupon.request_id), status.to_message()))
-        yield Command("HSET", (user_coupons_key(coupon.user_id), status.code,
-                               cache_entry(coupon.coupon_id, CouponStatus.ACTIVE)))
-        yield Command("PUBLISH", (SEED_STATUS_CHANNEL, status.to_message()))
-    return BatchReport(read=len(raw), persisted=len(saved), dropped=len(raw) - len(saved))
+    return BatchReport(read=len(raw), persisted=saved, dropped=len(raw) - saved)
 
+
+def _tell_seed_completed(coupon: IssuedCoupon, options: SeedOptions) -> Flow[None]:
+    """S24-S26: status COMPLETED for an hour, the update on the one channel, the user's cache."""
+    status = RequestStatus(coupon.request_id, RequestState.COMPLETED, coupon.code)
+    yield Command("SET", (seed_status_key(coupon.request_id), status.to_message(),
+                          "EX", SEED_COMPLETED_TTL_S))
+    yield Command("PUBLISH", (SEED_STATUS_CHANNEL, status.to_message()))
+    if options.cache_field == "code":
+        yield Command("HSET", (user_coupons_key(coupon.user_id), coupon.code,
+                               cache_entry(coupon.coupon_id, CouponStatus.ACTIVE)))
+    else:
+        yield Command("HSET", (user_coupons_key(coupon.user_id), coupon.coupon_id,
+                               coupon.issued_at_ms))

@@ -22,9 +22,16 @@ from couponsim.errors import InvalidInput, RequestIdConflict, UnknownCoupon
 from couponsim.flows import Flow, Variant
 from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest
 from couponsim.flows.throttle import SharedLimit, acquire_shared
-from couponsim.flows.waiting_room import FINAL_STATES, Admission, admit, join_room
+from couponsim.flows.waiting_room import (
+    FINAL_STATES,
+    Admission,
+    admit,
+    admit_seed,
+    join_room,
+    join_room_seed,
+)
 from couponsim.keys import CouponKeys
-from couponsim.resilience.breaker import CircuitBreaker
+from couponsim.resilience.breaker import BreakerState, CircuitBreaker
 from couponsim.resilience.rate_limiter import RateLimiter
 from couponsim.resilience.time_limiter import TimeLimiter
 from couponsim.sold_out import SoldOutFlags
@@ -42,6 +49,7 @@ class Path(StrEnum):
     TIMED_OUT = "queued: timed out"
     BEHIND_WAITERS = "queued: others were waiting"
     EARLY = "queued: before the start"
+    REFUSED = "queued: refused (the seed's fallback takes every exception)"
     SOLD_OUT_FLAG = "answered by the sold-out flag"
 
 
@@ -91,6 +99,8 @@ def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0,
     answer to replay and a sold-out flag may answer it (a retried id must reach
     the script, which replays what it answered first).
     """
+    if gateway.variant is Variant.SEED:
+        return (yield from _gateway_issue_seed(gateway, request))
     flags = gateway.sold_out
     if flags is not None and fresh and request.coupon_id in flags:
         return GatewayAnswer(request.request_id, Path.SOLD_OUT_FLAG,
@@ -137,6 +147,55 @@ def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0,
     return GatewayAnswer(request.request_id, Path.DIRECT, outcome=result.outcome)
 
 
+def _gateway_issue_seed(gateway: Gateway, request: IssueRequest) -> Flow[GatewayAnswer]:
+    """The seed's ``@CircuitBreaker(fallback) @RateLimiter @TimeLimiter issueCoupon``
+    (docs/seed_trace.md S37-S43), in resilience4j's aspect order: the breaker's
+    permission first, then the rate limiter, then the call under the time limiter.
+
+    The breaker records every exception (its default), and in the document a refusal
+    is an exception: NOT_ACTIVE, DUPLICATE and SOLD_OUT count as failures, as do a
+    rate-limit refusal and a timeout. The fallback takes every exception, so each of
+    them sends the user to the room (``join_room_seed``), breaker OPEN included.
+    """
+    now_ms = yield Now()
+    if not gateway.breaker.try_acquire(now_ms / 1000):
+        return (yield from _queue_seed(request, Path.BREAKER_OPEN, now_ms))
+    if gateway.limiter is not None:
+        permit = gateway.limiter.acquire(now_ms / 1000)
+        if not permit.granted:   # RequestNotPermitted, recorded by the breaker around it
+            gateway.breaker.record(now_ms / 1000, 0.0, failed=True)
+            return (yield from _queue_seed(request, Path.LIMITED, now_ms))
+        if permit.wait_s:
+            yield Pause(permit.wait_s)
+    started_ms = yield Now()
+    try:
+        result = yield from ISSUE_FLOWS[Variant.SEED](request, started_ms)
+    except CALLER_ERRORS:
+        gateway.breaker.release_permission()
+        raise
+    except Exception:
+        finished_ms = yield Now()
+        gateway.breaker.record(finished_ms / 1000, (finished_ms - now_ms) / 1000, failed=True)
+        raise
+    finished_ms = yield Now()
+    late = gateway.time_limiter.timed_out(started_ms / 1000, finished_ms / 1000)
+    refused = result.outcome is not IssueOutcome.ISSUED
+    gateway.breaker.record(finished_ms / 1000, (finished_ms - now_ms) / 1000,
+                           failed=late or refused)
+    if late:
+        return (yield from _queue_seed(request, Path.TIMED_OUT, finished_ms))
+    if refused:
+        path = Path.EARLY if result.outcome is IssueOutcome.NOT_ACTIVE else Path.REFUSED
+        return (yield from _queue_seed(request, path, finished_ms))
+    return GatewayAnswer(request.request_id, Path.DIRECT, outcome=result.outcome)
+
+
+def _queue_seed(request: IssueRequest, path: Path, now_ms: int) -> Flow[GatewayAnswer]:
+    answer = yield from join_room_seed(request.coupon_id, request.user_id, now_ms)
+    return GatewayAnswer(request.request_id, path, room_state=answer.state,
+                         position=answer.position)
+
+
 def admission_round(gateway: Gateway, coupon_id: str, batch: int) -> Flow[Admission | None]:
     """One tick of the admission job: admit a batch while the system is healthy.
 
@@ -145,6 +204,12 @@ def admission_round(gateway: Gateway, coupon_id: str, batch: int) -> Flow[Admiss
     as a failure when it outlives the time limiter's budget. None when the room
     is empty or the breaker refused.
     """
+    if gateway.variant is Variant.SEED:
+        # S44-S45: isSystemHealthy() (body not shown) read as "the breaker is closed";
+        # the job calls the issue service directly, not through the breaker.
+        if gateway.breaker.state is not BreakerState.CLOSED:
+            return None
+        return (yield from admit_seed(coupon_id, (yield Now()), batch))
     if not (yield Command("ZCARD", (CouponKeys(coupon_id).waiting,))):
         return None
     started_ms = yield Now()

@@ -12,9 +12,12 @@ from enum import StrEnum
 from couponsim.effects import Command, Script
 from couponsim.errors import RequestIdConflict, UnknownCoupon
 from couponsim.flows import Flow, Variant
-from couponsim.flows.status import RequestState, RequestStatus
+from couponsim.flows.status import RequestState
 from couponsim.ids import validate_id, validate_ms
 from couponsim.keys import SEED_ISSUE_QUEUE, CouponKeys, seed_status_key
+
+SEED_PROCESSING_TTL_S = 600
+"""The seed's PROCESSING status lives 10 minutes, as written (S16)."""
 
 REQUEST_RECORD_TTL_S = 24 * 3600
 """How long a hardened request's answer is kept for replays and status reads.
@@ -70,7 +73,9 @@ def issue(request: IssueRequest, now_ms: int) -> Flow[IssueResult]:
 
 
 def issue_seed(request: IssueRequest, now_ms: int) -> Flow[IssueResult]:
-    """The seed flow as written: check, then act, one round trip at a time."""
+    """The seed flow as written (docs/seed_trace.md S11-S17): check, then act, one round
+    trip at a time. The status is set last, after the push: a consumer quick enough to
+    complete the request first has its COMPLETED overwritten by this PROCESSING."""
     validate_ms("now_ms", now_ms)
     keys = CouponKeys(request.coupon_id)
     state = yield Command("GET", (keys.active,))
@@ -87,8 +92,8 @@ def issue_seed(request: IssueRequest, now_ms: int) -> Flow[IssueResult]:
              "coupon": request.coupon_id, "issued_ms": now_ms}
     yield Command("RPUSH", (SEED_ISSUE_QUEUE, json.dumps(entry)))
     yield Command("SADD", (keys.issued, request.user_id))
-    processing = RequestStatus(request.request_id, RequestState.PROCESSING)
-    yield Command("SET", (seed_status_key(request.request_id), processing.to_message()))
+    yield Command("SET", (seed_status_key(request.request_id), RequestState.PROCESSING.value,
+                          "EX", SEED_PROCESSING_TTL_S))
     return IssueResult(IssueOutcome.ISSUED, request.request_id, remaining, 1)
 
 

@@ -12,8 +12,14 @@ from couponsim.effects import Command, DbCall, Pipeline, Script
 from couponsim.errors import UnknownCoupon
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow, Variant
+from couponsim.flows.consume import coupon_code
+from couponsim.flows.redeem import cached_coupon
 from couponsim.flows.seed_queue import seed_entries
-from couponsim.keys import ISSUE_GROUP, SEED_ISSUE_QUEUE, CouponKeys
+from couponsim.flows.status import parse_seed_status
+from couponsim.keys import ISSUE_GROUP, SEED_ISSUE_QUEUE, SEED_STATUS_PREFIX, CouponKeys
+
+SEED_INFO_TTL_S = 2 * 3600
+"""The seed caches the event's definition for 2 hours, as written (S4)."""
 
 
 class WarmupOutcome(StrEnum):
@@ -53,11 +59,13 @@ def warm_up(event: CouponEvent) -> Flow[WarmupOutcome]:
 
 
 def warm_up_seed(event: CouponEvent) -> Flow[WarmupOutcome]:
-    """The seed's warm-up: plain writes, so a re-run mid-event resets the stock."""
+    """The seed's warm-up (docs/seed_trace.md S2-S5): plain writes, so the daily re-run
+    of its cron (S1) resets the stock of an event that has already sold."""
     keys = CouponKeys(event.coupon_id)
     fields = [item for pair in event.to_fields().items() for item in pair]
     yield Command("SET", (keys.stock, event.stock))
     yield Command("HSET", (keys.info, *fields))
+    yield Command("EXPIRE", (keys.info, SEED_INFO_TTL_S))
     yield Command("SET", (keys.active, EventState.PENDING.value))
     return WarmupOutcome.WARMED
 
@@ -84,8 +92,11 @@ def end(coupon_id: str) -> Flow[Transition]:
 
 
 def activate_seed(coupon_id: str) -> Flow[None]:
-    """The seed's activation scheduler: a plain SET of the flag, whatever came before."""
-    yield Command("SET", (CouponKeys(coupon_id).active, EventState.ACTIVE.value))
+    """The seed's activation scheduler (S7-S8): a plain SET of the flag, whatever came
+    before, then the waiting room emptied: whoever queued before the start is gone."""
+    keys = CouponKeys(coupon_id)
+    yield Command("SET", (keys.active, EventState.ACTIVE.value))
+    yield Command("DEL", (keys.waiting,))
 
 
 def open_event(event: CouponEvent, variant: Variant) -> Flow[None]:
@@ -119,9 +130,39 @@ def purge(coupon_id: str, with_database: bool = False) -> Flow[int]:
     for raw in (yield Command("LRANGE", (SEED_ISSUE_QUEUE, 0, -1))):
         if seed_entries([raw], coupon_id):
             removed += yield Command("LREM", (SEED_ISSUE_QUEUE, 1, raw))
+    removed += yield from _purge_untagged(coupon_id)
     if with_database:
         removed += yield DbCall("purge_coupon", (coupon_id,))
     return removed
+
+
+def _purge_untagged(coupon_id: str) -> Flow[int]:
+    """The event's records kept under other tags: its codes in users' coupon lists, and
+    the seed's COMPLETED statuses (known as the event's by their code). A seed status
+    still PROCESSING names no coupon and is left alone."""
+    removed = 0
+    cursor = "0"
+    while True:
+        cursor, keys = yield Command("SCAN", (cursor, "MATCH", "user:coupons:*", "COUNT", 1000))
+        for key in keys:
+            cached = yield Command("HGETALL", (key,))
+            mine = [code for code, value in cached.items() if cached_coupon(value) == coupon_id]
+            if mine:
+                removed += yield Command("HDEL", (key, *mine))
+        if str(cursor) == "0":
+            break
+    cursor = "0"
+    while True:
+        cursor, keys = yield Command("SCAN", (cursor, "MATCH", f"{SEED_STATUS_PREFIX}*",
+                                              "COUNT", 1000))
+        for key in keys:
+            request = key[len(SEED_STATUS_PREFIX):]
+            raw = yield Command("GET", (key,))
+            if raw is not None and parse_seed_status(request, raw).code == coupon_code(
+                    coupon_id, request):
+                removed += yield Command("DEL", (key,))
+        if str(cursor) == "0":
+            return removed
 
 
 def event_ids() -> Flow[list[str]]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from couponsim.effects import Command, DbCall, Pipeline, Script
 from couponsim.flows import Flow, Variant
 from couponsim.ids import validate_id, validate_ms
-from couponsim.keys import CouponKeys, redemption_lock_key, user_coupons_key
+from couponsim.keys import CouponKeys, redemption_lock_key, seed_lock_key, user_coupons_key
 from couponsim.pricing import (
     ApplyOutcome,
     ApplyRequest,
@@ -47,6 +47,16 @@ def cache_entry(coupon_id: str, status: CouponStatus) -> str:
     return json.dumps({"coupon": coupon_id, "status": status.value})
 
 
+def cached_coupon(value: str) -> str | None:
+    """The coupon of one ``user:coupons:{U}`` value, or None for a value in another
+    shape (the seed's schema reading stores an issue time there)."""
+    try:
+        entry = json.loads(value)
+    except ValueError:
+        return None
+    return entry.get("coupon") if isinstance(entry, dict) else None
+
+
 def apply_coupon(request: ApplyRequest, now_ms: int, lock_token: str | None = None,
                  lock_ttl_ms: int = SEED_LOCK_TTL_S * 1000) -> Flow[ApplyResult]:
     """The hardened apply: token lock, database compare-and-set, then cache and event.
@@ -73,25 +83,29 @@ def apply_coupon(request: ApplyRequest, now_ms: int, lock_token: str | None = No
 
 def apply_coupon_seed(request: ApplyRequest, now_ms: int,
                       lock_ttl_s: int = SEED_LOCK_TTL_S) -> Flow[ApplyResult]:
-    """The seed apply as written: cache ownership, SET NX EX lock, read, judge, blind write, DEL."""
+    """The seed apply as written (docs/seed_trace.md S51-S58): cache ownership, a lock
+    (SET NX EX), read, judge, blind write, cache, event, and the lock released last
+    by a plain DEL, whoever holds it by then."""
     validate_ms("now_ms", now_ms)
-    owned = yield Command("HGET", (user_coupons_key(request.user_id), request.code))
-    if owned is None:
+    if not (yield Command("HEXISTS", (user_coupons_key(request.user_id), request.code))):
         return refused(ApplyOutcome.NOT_OWNED, request)
-    lock = redemption_lock_key(request.code)
+    lock = seed_lock_key(request.code)
     if not (yield Command("SET", (lock, "locked", "NX", "EX", lock_ttl_s))):
         return refused(ApplyOutcome.LOCKED, request)
     try:
         view: CouponView | None = yield DbCall("find_coupon", (request.code,))
         result = judge(view, request, now_ms)
-        if result.applied:
+        if result.applied and view is not None:
             yield DbCall("mark_used_blindly", (request, result, now_ms))
+            yield Command("HSET", (user_coupons_key(view.user_id), view.code,
+                                   cache_entry(view.coupon_id, CouponStatus.USED)))
+            yield Command("PUBLISH", (CouponKeys(view.coupon_id).usage_channel,
+                                      _usage(view, CouponStatus.USED, request.order_id,
+                                             "APPLIED", now_ms)))
     except Exception:
-        yield Command("DEL", (lock,))
+        yield Command("DEL", (lock,))   # the finally block
         raise
     yield Command("DEL", (lock,))
-    if result.applied and view is not None:
-        yield from _announce(view, CouponStatus.USED, request.order_id, "APPLIED", now_ms)
     return result
 
 
@@ -121,23 +135,30 @@ def coupons_held(user_id: str, now_ms: int) -> Flow[list[HeldCoupon]]:
             for c in coupons]
 
 
-def lock_expires(code: str) -> Flow[None]:
+def lock_expires(code: str, variant: Variant = Variant.HARDENED) -> Flow[None]:
     """The moment the checkout lock's TTL runs out under a slow write: the key is gone.
     Races are explored with this as an actor of its own, so any interleaving of the
     expiry with the applies can be tried."""
-    yield Command("DEL", (redemption_lock_key(code),))
+    yield Command("DEL", (seed_lock_key(code) if variant is Variant.SEED
+                          else redemption_lock_key(code),))
 
 
 def _announce(view: CouponView, status: CouponStatus, order_id: str, event: str,
               now_ms: int) -> Flow[None]:
     """Bring the user's cache in line with the database, and publish the usage event."""
-    message = json.dumps({"event": event, "code": view.code, "user": view.user_id,
-                          "order": order_id, "status": status.value, "at_ms": now_ms})
+    message = _usage(view, status, order_id, event, now_ms)
     yield Pipeline((
         Command("HSET", (user_coupons_key(view.user_id), view.code,
                          cache_entry(view.coupon_id, status))),
         Command("PUBLISH", (CouponKeys(view.coupon_id).usage_channel, message)),
     ))
+
+
+def _usage(view: CouponView, status: CouponStatus, order_id: str, event: str,
+           now_ms: int) -> str:
+    """The usage event's message."""
+    return json.dumps({"event": event, "code": view.code, "user": view.user_id,
+                       "order": order_id, "status": status.value, "at_ms": now_ms})
 
 
 APPLY_FLOWS: dict[Variant, Callable[[ApplyRequest, int], Flow[ApplyResult]]] = {

@@ -61,6 +61,14 @@ def read_status(coupon_id: str, request_id: str) -> Flow[RequestStatus | None]:
 
 
 def read_seed_status(request_id: str) -> Flow[RequestStatus | None]:
-    """The seed request's status string (a message-shaped JSON document), or None."""
+    """The seed request's status (S30), or None once it expired or was never set."""
     raw = yield Command("GET", (seed_status_key(request_id),))
-    return None if raw is None else RequestStatus.from_message(raw)
+    return None if raw is None else parse_seed_status(request_id, raw)
+
+
+def parse_seed_status(request_id: str, raw: str) -> RequestStatus:
+    """The seed stores two shapes under one key: the issue API's plain ``PROCESSING``
+    string (S16) and the consumer's status object (S24); both read as a status."""
+    if raw in RequestState.__members__:
+        return RequestStatus(request_id, RequestState(raw))
+    return RequestStatus.from_message(raw)

@@ -227,20 +227,40 @@ def _serve(coupon_id: str, users: Sequence[tuple[str, str, float]],
     return Admission(outcomes, drained)
 
 
-def admit_seed(coupon_id: str, now_ms: int, batch: int = SEED_ADMISSION_BATCH) -> Flow[Admission]:
-    """The seed's admission as written: retry the first ``batch`` users, remove the winners.
+def join_room_seed(coupon_id: str, user_id: str, now_ms: int) -> Flow[RoomAnswer]:
+    """The seed's fallback, as written (docs/seed_trace.md S41-S43): ZADD with the time
+    as score, then ZRANK. A user already waiting is moved to the back (ZADD replaces
+    the score); the answer carries a position and nothing to follow."""
+    validate_ms("now_ms", now_ms)
+    keys = CouponKeys(coupon_id)
+    user = validate_id("user", user_id)
+    yield Command("ZADD", (keys.waiting, now_ms, user))
+    rank = yield Command("ZRANK", (keys.waiting, user))
+    return RoomAnswer("WAITING", 1 if rank is None else rank + 1)
 
-    A user refused (duplicate, sold out) stays in the set and is retried on the
-    next tick, for ever; nobody is told anything.
+
+def admit_seed(coupon_id: str, now_ms: int, batch: int = SEED_ADMISSION_BATCH) -> Flow[Admission]:
+    """The seed's admission as written (S46-S49): read the first ``batch`` users, issue
+    each with a fresh request id, remove the winners.
+
+    ``subscribe(onNext, onError)``: only a success reaches onNext (the ZREM); a refusal
+    (duplicate, sold out, not active: exceptions in the document) goes to onError, which
+    logs, so the user stays at the front and is retried on the next tick, for ever.
+    Nobody is told anything: the room's answer gave no request id to follow.
     """
     keys = CouponKeys(coupon_id)
     users = yield Command("ZRANGE", (keys.waiting, 0, batch - 1))
     told: dict[str, str] = {}
     for user in users:
-        request_id = yield Command("HGET", (keys.room_requests, user))
         result = yield from ISSUE_FLOWS[Variant.SEED](
-            IssueRequest(coupon_id, user, request_id or f"room-{user}"), now_ms)
+            IssueRequest(coupon_id, user, seed_admission_request(user, now_ms)), now_ms)
         told[user] = result.outcome.value
         if result.outcome is IssueOutcome.ISSUED:
             yield Command("ZREM", (keys.waiting, user))
     return Admission(told)
+
+
+def seed_admission_request(user_id: str, now_ms: int) -> str:
+    """The request id the seed's admission mints (``UUID.randomUUID()`` per user and
+    tick): one per tick, so it is fresh each time, and reproducible in a run."""
+    return f"room-{user_id}-{now_ms}"

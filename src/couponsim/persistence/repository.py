@@ -96,8 +96,9 @@ class Repository:
         coupon stored again is not duplicated, and a compensated one is not
         stored. ``fail_after_rows`` is a test seam: the transaction dies after
         writing that many rows, before its commit. ``one_per_ordinal=False`` is
-        the seed's saveAll as written: a second coupon for a user's ordinal is
-        not judged, and the unique key fails the whole batch.
+        the seed's saveAll as written (docs/seed_trace.md S28): nothing is
+        judged, neither a user's second coupon (the unique key then fails the
+        whole batch) nor the event's stock (no cap: the document has none).
         """
         if not coupons:
             return {}
@@ -120,7 +121,7 @@ class Repository:
             decided = self._decisions(session, coupon_id, ids)
             if one_per_ordinal:
                 decided = self._one_per_ordinal(session, coupon_id, coupons, decided)
-            if self.cap_at_stock and stock is not None:
+            if self.cap_at_stock and one_per_ordinal and stock is not None:
                 decided = self._within_stock(session, coupon_id, stock, coupons, decided)
             rows = [vars(c) | {"status": "ACTIVE"} for c in coupons
                     if decided[c.request_id] is Decision.PERSISTED]

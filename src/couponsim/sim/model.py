@@ -434,6 +434,8 @@ class Model:
             report = yield self._flow(flow)
             if reclaiming and not report.reclaimed:
                 self.reclaiming.discard(name)
+            if event is None and report.read:
+                yield self.env.timeout(spec.poll_ms)   # the seed's fixedDelay: after every run
             if report.read == 0:
                 if self.traffic_done.triggered:
                     return
