@@ -178,13 +178,13 @@ def test_the_live_service_on_a_cluster_issues_streams_and_keeps_the_invariants(
             done = next(r for r in results if r["final"] == "COMPLETED")
             again = await final_status(client,
                                        f"/api/v1/coupons/{coupon}/status/{done['request']}")
-            assert again["state"] == "COMPLETED"
+            assert again["status"] == "COMPLETED"
             return list(results), room
 
     with live_service(config, worker=True) as live:
         results, room = asyncio.run(scenario(live.url))
 
-    assert room["state"] == "WAITING" and room["position"] >= 1, room
+    assert room["state"] == "WAITING" and room["queuePosition"] >= 1, room
     assert len(results) == len(clicks)
     assert {r["final"] for r in results} <= {"COMPLETED", "duplicate", "sold-out",
                                              "SOLD_OUT", "DUPLICATE"}

@@ -22,6 +22,7 @@ from couponsim.flows.gateway import Gateway
 from couponsim.persistence.repository import Repository
 from couponsim.service import problem
 from couponsim.service.config import ServiceConfig, StreamVariant
+from couponsim.service.keyed import Keyed
 from couponsim.service.metrics import Metrics
 from couponsim.service.page import router as page_router
 from couponsim.service.routes import router
@@ -117,6 +118,7 @@ def build_app(config: ServiceConfig, gateway: Gateway | None = None) -> FastAPI:
     state: Any = app.state
     state.config, state.metrics = config, metrics
     state.gateway = gateway or Gateway()
+    state.keyed = Keyed(config.secret.encode(), config.proof_ttl_s)
     problem.install(app)
     app.include_router(router)
     app.include_router(page_router)
