@@ -21,6 +21,7 @@ from couponsim.persistence.models import Base
 from couponsim.persistence.repository import Repository
 from couponsim.service.app import build_app
 from couponsim.service.config import ServiceConfig
+from couponsim.service.framing import server_options
 from couponsim.service.keyed import Keyed, status_location
 from couponsim.service.worker import Worker, WorkerConfig
 
@@ -46,7 +47,8 @@ def live_service(config: ServiceConfig, worker: bool = True) -> Iterator[Live]:
     """uvicorn serving the app in a thread on a free port, with a worker beside it."""
     app = build_app(config)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(),
-                                           log_level="warning", lifespan="on"))
+                                           log_level="warning", lifespan="on",
+                                           **server_options()))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + STARTUP_S

@@ -14,6 +14,7 @@ from couponsim.flows.lifecycle import warm_up
 from couponsim.persistence.repository import Repository
 from couponsim.service.app import build_app
 from couponsim.service.config import ServiceConfig
+from couponsim.service.framing import server_options
 from couponsim.service.worker import Worker
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)?")
@@ -43,8 +44,7 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
         worker.start()
     try:
         uvicorn.run(build_app(config), host=host, port=port, log_level="warning",
-                    loop="asyncio" if plain_asyncio else "auto",
-                    http="h11" if plain_asyncio else "auto")
+                    **server_options(plain_asyncio))
     finally:
         if worker is not None:
             worker.stop()
