@@ -54,7 +54,7 @@ def _request(route: str, user: str) -> tuple[str, str, dict[str, str], str | Non
         return "GET", "/livez", {}, None
     return ("POST", "/api/v1/coupons/issue",
             {"Content-Type": "application/json", "X-User-ID": user},
-            f'{{"coupon_id": "{COUPONS[route]}"}}')
+            f'{{"couponId": "{COUPONS[route]}"}}')
 
 
 async def _load(base: str, route: str, connections: int, seconds: float
@@ -63,13 +63,14 @@ async def _load(base: str, route: str, connections: int, seconds: float
     latencies: list[float] = []
     errors = 0
     users = count()
+    run = f"h{time.time_ns()}"   # its own users: an earlier run's hold coupons
     stop_at = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         nonlocal errors
         while time.perf_counter() < stop_at:
-            method, path, headers, body = _request(route, f"u{next(users)}")
+            method, path, headers, body = _request(route, f"{run}-{next(users)}")
             started = time.perf_counter()
             answer = await client.request(method, path, headers=headers, content=body)
             if answer.status_code != EXPECTED[route]:

@@ -24,10 +24,14 @@ answer is, is decided by the flows.
 
 import hashlib
 import secrets
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
@@ -44,7 +48,7 @@ from couponsim.flows.waiting_room import PRE_QUEUE_SPREAD, room_status
 from couponsim.ids import validate_id
 from couponsim.pricing import ApplyOutcome, ApplyRequest
 from couponsim.service.config import ServiceConfig, StreamVariant
-from couponsim.service.identity import ID_SCHEMA, Admin, User, presented_user
+from couponsim.service.identity import ID_SCHEMA, Admin, User, current_user, presented_user
 from couponsim.service.keyed import Keyed, StatusGrant, status_location
 from couponsim.service.metrics import Metrics
 from couponsim.service.problem import Problem, responses
@@ -107,8 +111,6 @@ IDEMPOTENCY_KEY = Header(
     json_schema_extra=ID_SCHEMA)
 
 
-@router.post("/api/v1/coupons/issue", status_code=202, response_model=IssueAccepted,
-             responses=responses(400, 401, 403, 404, 409, 410, 413, 422, 429, 503))
 async def issue_coupon(body: IssueBody, user: User, request: Request,
                        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None
                        ) -> Response:
@@ -139,6 +141,45 @@ async def issue_coupon(body: IssueBody, user: User, request: Request,
         status, code, title = _REFUSED[told]
         raise Problem(status, code, title, requestId=answer.request_id)
     return _accepted(answer, coupon_id, user, keyed)
+
+
+class IssueRoute(APIRoute):
+    """The issue route, which carries the crowd, without FastAPI's per-request machinery.
+
+    FastAPI documents it from ``issue_coupon``'s signature as any route (the body model,
+    the identity and Idempotency-Key headers, the answers), but the handler here calls
+    ``issue_coupon`` itself: the raw body is validated by the same model, in Rust
+    (``model_validate_json``), and the identity by the same function, with no
+    dependency solving. Errors are raised as FastAPI's would be, in the same order
+    (malformed JSON, then identity, then the body's schema), so the app's handlers
+    answer them alike. FastAPI's solving and validation took about two thirds of the
+    route's time.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return _issue_directly
+
+
+async def _issue_directly(request: Request) -> Response:
+    invalid: ValidationError | None = None
+    try:
+        body = IssueBody.model_validate_json(await request.body())
+    except ValidationError as exc:
+        if any(error["type"] == "json_invalid" for error in exc.errors()):
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+        invalid = exc
+    headers = request.headers
+    user = await current_user(request, headers.get("x-user-id"), headers.get("authorization"))
+    if invalid is not None:
+        raise RequestValidationError(
+            [error | {"loc": ("body", *error["loc"])} for error in
+             invalid.errors(include_url=False)]) from None
+    return await issue_coupon(body, user, request, headers.get("idempotency-key"))
+
+
+router.add_api_route("/api/v1/coupons/issue", issue_coupon, methods=["POST"], status_code=202,
+                     response_model=IssueAccepted, route_class_override=IssueRoute,
+                     responses=responses(400, 401, 403, 404, 409, 410, 413, 422, 429, 503))
 
 
 def _accepted(answer: GatewayAnswer, coupon_id: str, user: str, keyed: Keyed) -> Response:
