@@ -28,7 +28,7 @@ from couponsim.persistence.repository import Repository
 from couponsim.service.config import ServiceConfig
 from couponsim.verify import check_invariants
 
-from .service_helpers import crowd_clicks, final_status, live_service
+from .service_helpers import Live, crowd_clicks, final_status, live_service, status_path
 from .test_service_live import ADMIN, click, define, until_open
 
 pytestmark = pytest.mark.redis_cluster
@@ -160,9 +160,9 @@ def test_the_live_service_on_a_cluster_issues_streams_and_keeps_the_invariants(
     clicks = crowd_clicks(50, seed=11)
     early = clicks[:10]                               # before the event opens: the room
 
-    async def scenario(url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    async def scenario(live: Live) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=live.url, timeout=30, limits=limits) as client:
             # The room is read 0.3 s after the early clicks; the opening 5 s ahead leaves
             # a loaded machine room to spare (1.5 s did not always, under the full suite).
             await define(client, coupon, stock, starts_at_ms=wall_clock_ms() + 5000)
@@ -176,13 +176,13 @@ def test_the_live_service_on_a_cluster_issues_streams_and_keeps_the_invariants(
                                                        for user, key in clicks[10:]))
             # A status stream read again after the end: the final state at once.
             done = next(r for r in results if r["final"] == "COMPLETED")
-            again = await final_status(client,
-                                       f"/api/v1/coupons/{coupon}/status/{done['request']}")
+            again = await final_status(client, status_path(live, coupon, done["request"],
+                                                           done["user"]))
             assert again["status"] == "COMPLETED"
             return list(results), room
 
     with live_service(config, worker=True) as live:
-        results, room = asyncio.run(scenario(live.url))
+        results, room = asyncio.run(scenario(live))
 
     assert room["state"] == "WAITING" and room["queuePosition"] >= 1, room
     assert len(results) == len(clicks)
