@@ -6,15 +6,17 @@ they arrive and answers 431 once they pass :data:`MAX_HEAD_BYTES`, closing the
 connection, so memory holds at most the bound and one read of the socket.
 
 Answers the server library gives itself, in plain text rather than a problem
-document (the app is never called):
+document (the app is never called; tests/test_service_framing.py sends each):
 
-- 400 ``Invalid HTTP request received.``: a request httptools cannot parse (a bad
-  request line, a header without a colon, a bad chunk size, a second
-  ``Content-Length``...);
+- 400 ``Invalid HTTP request received.`` for a request httptools cannot parse: a bad
+  request line, a header without a colon or with a control character, a bad chunk
+  size, two ``Content-Length`` headers, ``Content-Length`` with chunked, a negative
+  ``Content-Length``, an HTTP/2 preface;
 - with the plain-asyncio server (h11), the same 400 for a head over
-  :data:`MAX_HEAD_BYTES` as well (h11's ``max_incomplete_event_size``), not 431;
-- 400 ``Unsupported upgrade request.`` / ``Invalid HTTP request received.`` for a
-  websocket upgrade (the service has no websocket route).
+  :data:`MAX_HEAD_BYTES` as well (h11's ``max_incomplete_event_size``), not 431.
+
+A websocket upgrade (the service has no websocket route) is served as the plain
+request it also is.
 """
 
 import json
