@@ -152,8 +152,8 @@ class IssueRoute(APIRoute):
     (``model_validate_json``), and the identity by the same function, with no
     dependency solving. Errors are raised as FastAPI's would be, in the same order
     (malformed JSON, then identity, then the body's schema), so the app's handlers
-    answer them alike. FastAPI's solving and validation took about two thirds of the
-    route's time.
+    answer them alike. In-process, with real Redis, this took the route's CPU from
+    400-470 to about 300 us a request (the bare route: about 100).
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
