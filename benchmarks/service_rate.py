@@ -11,7 +11,12 @@ it, so the figures are a floor. Routes measured:
 - ``sold-out``: every request a new user for an event already sold out, as the
   crowd after the last coupon; also with ``--no-sold-out-flag`` (Redis asked each time);
 - ``bare`` and ``issue`` again with ``--plain-asyncio`` (asyncio's loop and h11, not
-  uvloop and httptools).
+  uvloop and httptools);
+- ``bare`` and ``issue`` again with ``--workers 2`` (two service processes on the port).
+
+The load generator's share of the machine's cores is printed for each route (its
+CPU time over the run's wall time and the core count): the cores it takes are not
+the service's.
 
 Besides rps and latency, the server's CPU time per request: on a machine whose
 cores the generator shares, the steadier figure.
@@ -25,7 +30,9 @@ less CPU than httpx, which on 2 cores took most of a core itself.
 
 import argparse
 import asyncio
+import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -54,7 +61,7 @@ def _request(route: str, user: str) -> tuple[str, str, dict[str, str], str | Non
         return "GET", "/livez", {}, None
     return ("POST", "/api/v1/coupons/issue",
             {"Content-Type": "application/json", "X-User-ID": user},
-            f'{{"coupon_id": "{COUPONS[route]}"}}')
+            f'{{"couponId": "{COUPONS[route]}"}}')
 
 
 async def _load(base: str, route: str, connections: int, seconds: float
@@ -63,13 +70,14 @@ async def _load(base: str, route: str, connections: int, seconds: float
     latencies: list[float] = []
     errors = 0
     users = count()
+    run = f"h{time.time_ns()}"   # its own users: an earlier run's hold coupons
     stop_at = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         nonlocal errors
         while time.perf_counter() < stop_at:
-            method, path, headers, body = _request(route, f"u{next(users)}")
+            method, path, headers, body = _request(route, f"{run}-{next(users)}")
             started = time.perf_counter()
             answer = await client.request(method, path, headers=headers, content=body)
             if answer.status_code != EXPECTED[route]:
@@ -125,11 +133,24 @@ def _wrk(base: str, route: str, connections: int, seconds: float) -> tuple[float
             int(errors) + wrong)
 
 
+def _cpu_s(server: psutil.Process) -> float:
+    """CPU time of the service: its process and every service process it started."""
+    return sum(sum(process.cpu_times()[:2])
+               for process in [server, *server.children(recursive=True)])
+
+
+def _load_cpu_s() -> float:
+    """CPU time of this process (httpx) and its finished children (wrk)."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                          resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _measure(base: str, server: psutil.Process, route: str, lever: str,
              args: argparse.Namespace) -> float:
     """One route under load: rps, latency, and the server's CPU time per request (the
     figure that holds on a shared machine: it is what one core can serve)."""
-    cpu_before = sum(server.cpu_times()[:2])
+    cpu_before, load_before, wall_before = _cpu_s(server), _load_cpu_s(), time.perf_counter()
     if args.load == "wrk":
         rps, p50, p99, requests, errors = _wrk(base, route, args.connections, args.seconds)
     else:
@@ -137,9 +158,12 @@ def _measure(base: str, server: psutil.Process, route: str, lever: str,
         cuts = statistics.quantiles(latencies, n=100)
         rps, p50, p99 = len(latencies) / args.seconds, cuts[49] * 1000, cuts[98] * 1000
         requests = len(latencies)
-    cpu_us = (sum(server.cpu_times()[:2]) - cpu_before) / max(requests, 1) * 1e6
+    cpu_us = (_cpu_s(server) - cpu_before) / max(requests, 1) * 1e6
+    load_share = (_load_cpu_s() - load_before) / (
+        (time.perf_counter() - wall_before) * (os.cpu_count() or 1))
     print(f"{route:<9} {lever:<18} {rps:>8,.0f} rps   p50 {p50:6.1f} ms   "
           f"p99 {p99:6.1f} ms   server CPU {cpu_us:5.0f} us/request   "
+          f"load generator {load_share:4.0%} of the cores   "
           f"({requests:,} requests, {errors} errors)")
     return rps
 
@@ -149,8 +173,20 @@ def _service(args: argparse.Namespace, *flags: str) -> Iterator[tuple[str, psuti
     """``couponsim serve --no-worker`` with ``flags``; yields its base URL and process."""
     with tempfile.TemporaryDirectory() as scratch, served(
             args.port, "--no-worker", "--redis-url", args.redis_url,
-            "--db-url", f"sqlite:///{scratch}/bench.sqlite", *flags) as server:
+            "--db-url", f"sqlite:///{scratch}/bench.sqlite", *flags,
+            timeout_s=180.0) as server:    # spawned service processes start slowly
         yield f"http://127.0.0.1:{args.port}", psutil.Process(server.pid)
+
+
+def _until_every_process_serves(driver: SyncDriver, flags: tuple[str, ...]) -> None:
+    """Each service process's status hub subscribes once its app has started; /livez
+    answers as soon as the first one does, which would then take every connection."""
+    processes = int(flags[flags.index("--workers") + 1]) if "--workers" in flags else 1
+    deadline = time.monotonic() + 180
+    while sum(1 for client in driver.client.client_list() if int(client["psub"])) < processes:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{processes} service processes did not all start")
+        time.sleep(0.2)
 
 
 def _open_events(driver: SyncDriver) -> None:
@@ -182,10 +218,12 @@ def main() -> None:
     runs = [("all levers", (), ("bare", "issue", "sold-out")),
             ("no coalescing", ("--no-coalesce",), ("issue",)),
             ("no sold-out flag", ("--no-sold-out-flag",), ("sold-out",)),
-            ("asyncio + h11", ("--plain-asyncio",), ("bare", "issue"))]
+            ("asyncio + h11", ("--plain-asyncio",), ("bare", "issue")),
+            ("2 workers", ("--workers", "2"), ("bare", "issue"))]
     try:
         for lever, flags, routes in runs:
             with _service(args, *flags) as (base, server):
+                _until_every_process_serves(driver, flags)
                 for route in routes:
                     rps[route, lever] = _measure(base, server, route, lever, args)
         stock_left = driver.client.get(f"coupon:stock:{{{COUPONS['sold-out']}}}")

@@ -220,9 +220,9 @@ def final_event(kind: str, data: str) -> str | None:
     if kind == "timeout":
         return "TIMEOUT"
     status = json.loads(data)
-    if status["state"] == "FAILED":
-        return f"FAILED ({status.get('reason') or 'no reason'})"
-    return "COMPLETED" if status["state"] == "COMPLETED" else None
+    if status["status"] == "FAILED":
+        return f"FAILED ({status.get('message') or 'no reason'})"
+    return "COMPLETED" if status["status"] == "COMPLETED" else None
 
 
 async def follow_status(crowd: Crowd, url: str) -> str:
@@ -257,7 +257,7 @@ async def room_view(crowd: Crowd, user: str) -> dict[str, Any]:
         raise NoAnswer(f"{response.status_code} {refusal(response)} on GET waiting-room")
     crowd.room_polls += 1
     view: dict[str, Any] = response.json()
-    crowd.largest_room = max(crowd.largest_room, view["size"])
+    crowd.largest_room = max(crowd.largest_room, view["queueSize"])
     return view
 
 
@@ -271,9 +271,9 @@ async def wait_in_room(crowd: Crowd, user: str, state: str) -> str:
                 raise NoAnswer(f"the room says {state!r}")
             await asyncio.sleep(crowd.poll_s)
             view = await room_view(crowd, user)
-            state, status_url = view["state"] or "NOT IN THE ROOM", view["status_url"]
+            state, status_url = view["state"] or "NOT IN THE ROOM", view["statusUrl"]
         if state == "ISSUED" and status_url is None:  # told ISSUED by the press itself
-            status_url = (await room_view(crowd, user))["status_url"]
+            status_url = (await room_view(crowd, user))["statusUrl"]
     finally:
         crowd.in_room -= 1
     if state != "ISSUED":

@@ -48,8 +48,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import resource
+import secrets
 import statistics
 import tempfile
 import time
@@ -66,6 +68,8 @@ from couponsim.flows.consume import coupon_code
 from couponsim.flows.issue import IssueOutcome, IssueRequest, issue
 from couponsim.flows.status import RequestState, RequestStatus
 from couponsim.keys import CouponKeys
+from couponsim.service.config import SECRET_ENV
+from couponsim.service.keyed import Keyed, status_location
 from couponsim.service.sse import STATUS_CHANNELS
 from live_service import free_port, served
 
@@ -204,6 +208,16 @@ def _pushed_bytes(by_pattern: bool, channel: str, payload: str) -> int:
             + _bulk(payload))
 
 
+SECRET = secrets.token_hex(32)
+"""The service's secret, handed to it, so that each watcher can hold its status proof."""
+KEYED = Keyed(SECRET.encode(), proof_ttl_s=3600)
+
+
+def _status_path(request_id: str) -> str:
+    """Request r0000042 is user u0000042's (_issue_requests)."""
+    return status_location(request_id, KEYED.proof(request_id, "u" + request_id[1:], COUPON))
+
+
 def _final(request_id: str) -> RequestStatus:
     return RequestStatus(request_id, RequestState.COMPLETED, coupon_code(COUPON, request_id))
 
@@ -222,7 +236,7 @@ async def _watch(port: int, request_id: str, opening: asyncio.Semaphore,
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            writer.write(f"GET /api/v1/coupons/{COUPON}/status/{request_id} HTTP/1.1\r\n"
+            writer.write(f"GET {_status_path(request_id)} HTTP/1.1\r\n"
                          "Host: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
             answer = await reader.readline()
             if answer.split()[1:2] != [b"200"]:
@@ -230,7 +244,7 @@ async def _watch(port: int, request_id: str, opening: asyncio.Semaphore,
             async for line in reader:
                 if not line.startswith(b"data:"):
                     continue
-                if json.loads(line[5:])["state"] != RequestState.PROCESSING:
+                if json.loads(line[5:])["status"] != RequestState.PROCESSING:
                     tally.final_at.append(time.perf_counter())
                     return
                 if not released:
@@ -391,7 +405,8 @@ def _run_variant(variant: str, args: argparse.Namespace, driver: SyncDriver,
     try:
         with served(args.port, "--no-worker", "--stream", variant,
                     "--redis-url", _with_pool(args.redis_url, args.pool),
-                    "--db-url", f"sqlite:///{scratch}/{variant}.sqlite") as server:
+                    "--db-url", f"sqlite:///{scratch}/{variant}.sqlite",
+                    env=os.environ | {SECRET_ENV: SECRET}) as server:
             return asyncio.run(_measure(variant, server.pid, args.port, driver, admin,
                                         request_ids, args.updates, args.wait))
     finally:

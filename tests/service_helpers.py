@@ -21,6 +21,8 @@ from couponsim.persistence.models import Base
 from couponsim.persistence.repository import Repository
 from couponsim.service.app import build_app
 from couponsim.service.config import ServiceConfig
+from couponsim.service.framing import server_options
+from couponsim.service.keyed import Keyed, status_location
 from couponsim.service.worker import Worker, WorkerConfig
 
 STARTUP_S = 20.0
@@ -45,7 +47,8 @@ def live_service(config: ServiceConfig, worker: bool = True) -> Iterator[Live]:
     """uvicorn serving the app in a thread on a free port, with a worker beside it."""
     app = build_app(config)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(),
-                                           log_level="warning", lifespan="on"))
+                                           log_level="warning", lifespan="on",
+                                           **server_options()))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + STARTUP_S
@@ -66,6 +69,13 @@ def live_service(config: ServiceConfig, worker: bool = True) -> Iterator[Live]:
         server.should_exit = True
         thread.join(STARTUP_S)
         repository.engine.dispose()
+
+
+def status_path(live: Live, coupon_id: str, request_id: str, user: str) -> str:
+    """The status stream of a request issued without the service (by a flow), with the
+    proof the service would have put in its 202's Location."""
+    keyed: Keyed = live.app.state.keyed
+    return status_location(request_id, keyed.proof(request_id, user, coupon_id))
 
 
 async def sse_events(client: httpx.AsyncClient, url: str,
@@ -101,7 +111,7 @@ async def follow(client: httpx.AsyncClient, user: str, answer: httpx.Response
                  ) -> dict[str, Any]:
     """Follow an accepted (202) press to its end the way a client would: the waiting
     room first when it was queued, then the status stream. The last status (with its
-    ``event``), or ``{"state": ...}`` with the room's refusal."""
+    ``event``), or ``{"status": ...}`` with the room's refusal."""
     location = answer.headers["Location"]
     if answer.json()["status"] == "QUEUED":
         for _ in range(ROOM_POLLS):
@@ -112,8 +122,8 @@ async def follow(client: httpx.AsyncClient, user: str, answer: httpx.Response
         else:
             raise AssertionError(f"{user} still waits in the room: {room}")
         if room["state"] != "ISSUED":
-            return {"state": room["state"], "event": "room"}
-        location = room["status_url"]
+            return {"status": room["state"], "event": "room"}
+        location = room["statusUrl"]
     return await final_status(client, location)
 
 

@@ -28,7 +28,7 @@ from couponsim.persistence.repository import Repository
 from couponsim.service.config import ServiceConfig
 from couponsim.verify import check_invariants
 
-from .service_helpers import crowd_clicks, final_status, live_service
+from .service_helpers import Live, crowd_clicks, final_status, live_service, status_path
 from .test_service_live import ADMIN, click, define, until_open
 
 pytestmark = pytest.mark.redis_cluster
@@ -175,9 +175,9 @@ def test_the_live_service_on_a_cluster_issues_streams_and_keeps_the_invariants(
     clicks = crowd_clicks(50, seed=11)
     early = clicks[:10]                               # before the event opens: the room
 
-    async def scenario(url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    async def scenario(live: Live) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=live.url, timeout=30, limits=limits) as client:
             # The event is scheduled an hour ahead; once the early clicks wait in the
             # room, the test moves its start to now and the worker's scheduler opens
             # it: no margin on a loaded machine to rely on. (The issue script checks
@@ -195,15 +195,15 @@ def test_the_live_service_on_a_cluster_issues_streams_and_keeps_the_invariants(
                                                        for user, key in clicks[10:]))
             # A status stream read again after the end: the final state at once.
             done = next(r for r in results if r["final"] == "COMPLETED")
-            again = await final_status(client,
-                                       f"/api/v1/coupons/{coupon}/status/{done['request']}")
-            assert again["state"] == "COMPLETED"
+            again = await final_status(client, status_path(live, coupon, done["request"],
+                                                           done["user"]))
+            assert again["status"] == "COMPLETED"
             return list(results), room
 
     with live_service(config, worker=True) as live:
-        results, room = asyncio.run(scenario(live.url))
+        results, room = asyncio.run(scenario(live))
 
-    assert room["state"] == "WAITING" and room["position"] >= 1, room
+    assert room["state"] == "WAITING" and room["queuePosition"] >= 1, room
     assert len(results) == len(clicks)
     assert {r["final"] for r in results} <= {"COMPLETED", "duplicate", "sold-out",
                                              "SOLD_OUT", "DUPLICATE"}

@@ -1,6 +1,7 @@
 """Bad input gets its documented 4xx as a problem document, and changes nothing in
 Redis or the database (checked there, key by key and row by row)."""
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from couponsim.event import CouponEvent
 from couponsim.flows import Variant, lifecycle
 from couponsim.persistence.repository import Repository
 from couponsim.service.config import IdentityMode, ServiceConfig
+from couponsim.service.framing import MAX_HEAD_BYTES
 from couponsim.service.problem import PROBLEM_JSON
 
 from .conftest import Backend
@@ -46,10 +48,21 @@ def _token(sub: str, key: str = SECRET, expires_in_s: int = 60) -> str:
     return jwt.encode({"sub": sub, "exp": int(time.time()) + expires_in_s}, key, "HS256")
 
 
+class Chunks:
+    """A body httpx sends chunked (no Content-Length), anew for each request."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.chunks)
+
+
 ISSUE = "/api/v1/coupons/issue"
 GOOD = {"coupon_id": "c1"}
 ADMIN_PATH = "/api/v1/admin/coupons"
 EVENT = {"coupon_id": "c2", "stock": 3}
+AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
 
 HEADER_CASES: list[tuple[str, str, dict[str, str], dict[str, Any], int, str]] = [
     # (why, path, headers, request kwargs, status, problem code)
@@ -79,6 +92,34 @@ HEADER_CASES: list[tuple[str, str, dict[str, str], dict[str, Any], int, str]] = 
      {"json": {"code": "C-1", "amount": 1}}, 401, "missing-identity"),
     ("apply an unknown code", "/api/v1/orders/o1/apply-coupon", USER,
      {"json": {"code": "C-1", "amount": 1}}, 404, "unknown"),
+    # Strict input: a boolean is not a number, nor is a string, on any route.
+    ("stock true", ADMIN_PATH, AS_ADMIN, {"json": EVENT | {"stock": True}}, 422,
+     "invalid-request"),
+    ("stock as a string", ADMIN_PATH, AS_ADMIN, {"json": EVENT | {"stock": "5"}}, 422,
+     "invalid-request"),
+    ("stock as a float", ADMIN_PATH, AS_ADMIN, {"json": EVENT | {"stock": 5.0}}, 422,
+     "invalid-request"),
+    ("start time as a string", ADMIN_PATH, AS_ADMIN, {"json": EVENT | {"startsAtMs": "1"}},
+     422, "invalid-request"),
+    ("coupon id as a number", ISSUE, USER, {"json": {"couponId": 1}}, 422, "invalid-request"),
+    ("amount as a string", "/api/v1/orders/o1/apply-coupon", USER,
+     {"json": {"couponCode": "C-1", "originalAmount": "10"}}, 422, "invalid-request"),
+    ("amount true", "/api/v1/orders/o1/apply-coupon", USER,
+     {"json": {"couponCode": "C-1", "originalAmount": True}}, 422, "invalid-request"),
+    ("both spellings of a field", ISSUE, USER, {"json": GOOD | {"couponId": "c1"}}, 422,
+     "invalid-request"),
+    ("empty Idempotency-Key", ISSUE, USER | {"Idempotency-Key": ""}, {"json": GOOD}, 400,
+     "invalid-input"),
+    ("oversized chunked body", ISSUE, USER | {"Content-Type": "application/json"},
+     {"content": Chunks(64 * [b"x" * 16_384])}, 413, "body-too-large"),
+    ("oversized admin body", ADMIN_PATH, AS_ADMIN, {"json": EVENT | {"name": "x" * 20_000}},
+     413, "body-too-large"),
+    ("headers over the bound", ISSUE, USER | {"X-Pad": "x" * MAX_HEAD_BYTES}, {"json": GOOD},
+     431, "headers-too-large"),
+    ("a 4 MB header", ISSUE, USER | {"X-Pad": "x" * 4_000_000}, {"json": GOOD}, 431,
+     "headers-too-large"),
+    ("a huge Last-Event-ID", ISSUE, USER | {"Last-Event-ID": "x" * 100_000}, {"json": GOOD},
+     431, "headers-too-large"),
 ]
 
 
@@ -128,4 +169,25 @@ def test_tokens_name_the_user_in_jwt_mode_and_bad_ones_change_nothing(
         good = httpx.post(live.url + ISSUE, json=GOOD, timeout=10,
                           headers={"Authorization": f"Bearer {_token('u7')}"})
         assert good.status_code == 202 and good.json()["status"] == "PROCESSING"
+    repository.engine.dispose()
+
+
+def test_a_whitespace_idempotency_key_is_refused(stores: tuple[str, str]) -> None:
+    """Sent raw: clients refuse to send a blank header value, but a server may be sent
+    one, and a parser hands it on as empty. Refused, not taken as absent (which would
+    quietly cost the client its idempotency)."""
+    redis_url, db_url = stores
+    repository = Repository.from_url(db_url)
+    before = snapshot(redis_url, repository)
+    body = b'{"couponId": "c1"}'
+    with live_service(ServiceConfig(redis_url=redis_url, db_url=db_url), worker=False) as live:
+        host, port = live.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            connection.sendall(b"POST /api/v1/coupons/issue HTTP/1.1\r\nHost: x\r\n"
+                               b"X-User-ID: u1\r\nIdempotency-Key: \t  \r\n"
+                               b"Content-Type: application/json\r\n"
+                               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            head = connection.recv(65_536).split(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 400 ") and PROBLEM_JSON.encode() in head
+    assert snapshot(redis_url, repository) == before
     repository.engine.dispose()

@@ -72,9 +72,9 @@ async def click(client: httpx.AsyncClient, coupon_id: str, user: str,
         return {"user": user, "http": answer.status_code, "final": body["code"]}
     status = await follow(client, user, answer)
     if status["event"] == "room":
-        return {"user": user, "http": 202, "final": status["state"]}
-    return {"user": user, "http": 202, "final": status["state"], "code": status.get("code"),
-            "request": status["request_id"]}
+        return {"user": user, "http": 202, "final": status["status"]}
+    return {"user": user, "http": 202, "final": status["status"],
+            "code": status.get("couponCode"), "request": status["requestId"]}
 
 
 @pytest.mark.slow
@@ -110,7 +110,8 @@ def test_many_clients_all_reach_a_final_state_and_the_invariants_hold(
     assert (report.persisted, report.stock_left, report.in_flight) == (25, 0, 0)
 
 
-def test_idempotency_key_replays_the_first_answer(config: ServiceConfig) -> None:
+def test_an_idempotency_key_replays_the_first_answer_for_its_user_only(
+        config: ServiceConfig) -> None:
     async def scenario(url: str) -> None:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             await define(client, "idem", 5, starts_at_ms=wall_clock_ms() - 1000)
@@ -121,15 +122,22 @@ def test_idempotency_key_replays_the_first_answer(config: ServiceConfig) -> None
             again = await client.post("/api/v1/coupons/issue", json={"coupon_id": "idem"},
                                       headers=headers)
             assert first.status_code == again.status_code == 202
-            assert first.json()["request_id"] == again.json()["request_id"] == "key-1"
+            assert first.json()["requestId"] == again.json()["requestId"] != "key-1"
             other = await client.post("/api/v1/coupons/issue", json={"coupon_id": "idem"},
                                       headers={"X-User-ID": "u1"})
             assert other.status_code == 409 and other.json()["code"] == "duplicate"
-            stolen = await client.post("/api/v1/coupons/issue", json={"coupon_id": "idem"},
-                                       headers={"X-User-ID": "u2", "Idempotency-Key": "key-1"})
-            assert stolen.status_code == 409 and stolen.json()["code"] == "request-id-conflict"
+            # Another user's same key is that user's own request: not a conflict that
+            # would tell them u1's key exists, nor a way to take it from u1.
+            own = await client.post("/api/v1/coupons/issue", json={"coupon_id": "idem"},
+                                    headers={"X-User-ID": "u2", "Idempotency-Key": "key-1"})
+            assert own.status_code == 202, own.text
+            assert own.json()["requestId"] not in (first.json()["requestId"], "key-1")
             done = await final_status(client, first.headers["Location"])
-            assert done["state"] == "COMPLETED"
+            theirs = await final_status(client, own.headers["Location"])
+            assert done["status"] == theirs["status"] == "COMPLETED"
+            assert done["couponCode"] != theirs["couponCode"]
+            assert (done["requestId"], theirs["requestId"]) == (
+                first.json()["requestId"], own.json()["requestId"])
 
     with live_service(config) as live:
         asyncio.run(scenario(live.url))

@@ -142,7 +142,7 @@ async def press_all(client: httpx.AsyncClient, users: list[str]) -> list[httpx.R
 async def outcome(client: httpx.AsyncClient, user: str, answer: httpx.Response) -> str:
     """The final state of an accepted request (or the stream's timeout event)."""
     status = await follow(client, user, answer)
-    return str(status["state"] if status["event"] in ("status", "room") else status["event"])
+    return str(status["status"] if status["event"] in ("status", "room") else status["event"])
 
 
 async def watch(client: httpx.AsyncClient, url: str, opened: asyncio.Event) -> list[str]:
@@ -150,7 +150,7 @@ async def watch(client: httpx.AsyncClient, url: str, opened: asyncio.Event) -> l
     seen: list[str] = []
     async for event in sse_events(client, url):
         data = json.loads(event["data"])
-        seen.append(data["state"] if event.get("event") == "status" else event["event"])
+        seen.append(data["status"] if event.get("event") == "status" else event["event"])
         opened.set()
     return seen
 
@@ -172,7 +172,7 @@ async def finish(client: httpx.AsyncClient, accepted: dict[str, httpx.Response],
     finals = await bounded(asyncio.gather(
         *(outcome(client, user, answer) for user, answer in accepted.items())))
     watched = await bounded(asyncio.gather(*streams))
-    return ({answer.json()["request_id"] for answer in accepted.values()},
+    return ({answer.json()["requestId"] for answer in accepted.values()},
             dict(zip(accepted, finals, strict=True)), list(watched))
 
 

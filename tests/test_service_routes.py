@@ -54,12 +54,14 @@ def test_an_operator_defines_an_event_and_a_user_gets_uses_and_gives_back_a_coup
             again = await client.post("/api/v1/admin/coupons", json=event, headers=ADMIN)
             assert again.status_code == 409 and again.json()["code"] == "already-started"
             done = await final_status(client, issued.headers["Location"])
-            assert done["state"] == "COMPLETED"
-            code = done["code"]
+            assert done["status"] == "COMPLETED"
+            code = done["couponCode"]
             apply = await client.post("/api/v1/orders/o1/apply-coupon", headers=user,
                                       json={"code": code, "amount": 20_000})
             assert apply.status_code == 200
-            assert (apply.json()["discount"], apply.json()["final"]) == (5000, 15_000)
+            assert apply.json() == {"outcome": "APPLIED", "orderId": "o1", "originalAmount": 20_000,
+                                    "discountAmount": 5000, "finalAmount": 15_000,
+                                    "appliedCoupon": code}
             stolen = await client.post("/api/v1/orders/o2/apply-coupon",
                                        headers={"X-User-ID": "bob"},
                                        json={"code": code, "amount": 20_000})
@@ -68,7 +70,7 @@ def test_an_operator_defines_an_event_and_a_user_gets_uses_and_gives_back_a_coup
                                       json={"code": code, "amount": 20_000})
             assert twice.status_code == 409 and twice.json()["code"] == "already-used"
             mine = await client.get("/api/v1/users/me/coupons", headers=user)
-            assert [(c["code"], c["coupon_id"], c["status"], c["order_id"])
+            assert [(c["couponCode"], c["couponId"], c["status"], c["orderId"])
                     for c in mine.json()] == [(code, "sale", "USED", "o1")]
             cancel = await client.post("/api/v1/orders/o1/cancel-coupon", headers=user,
                                        json={"code": code})
@@ -129,7 +131,7 @@ def test_the_sold_out_flag_is_cleared_when_stock_comes_back(tmp_path: Path) -> N
         assert press("u1").status_code == 202
         refused = [press(user) for user in ("u2", "u3")]
         assert [answer.status_code for answer in refused] == [410, 410]
-        records = [driver.client.exists(CouponKeys("flag").request(answer.json()["request_id"]))
+        records = [driver.client.exists(CouponKeys("flag").request(answer.json()["requestId"]))
                    for answer in refused]
         assert records == [1, 0], "u2 was refused by the script, u3 by the flag alone"
         assert driver.client.get(CouponKeys("flag").stock) == "0"
@@ -142,7 +144,7 @@ def test_the_sold_out_flag_is_cleared_when_stock_comes_back(tmp_path: Path) -> N
             time.sleep(0.05)
         assert again.status_code == 202 and again.json()["status"] == "PROCESSING"
         mine = httpx.get(f"{live.url}/api/v1/users/me/coupons", headers={"X-User-ID": "u1"})
-        assert [(c["code"], c["status"]) for c in mine.json()] == [("FLAG-EARLIER", "ACTIVE")]
+        assert [(c["couponCode"], c["status"]) for c in mine.json()] == [("FLAG-EARLIER", "ACTIVE")]
 
 
 def test_the_openapi_schema_describes_every_answer(tmp_path: Path) -> None:
@@ -181,8 +183,8 @@ def test_couponsim_serve_runs_a_working_system_in_one_process(tmp_path: Path) ->
             while (room := httpx.get(base + location, headers=user).json())["state"] in (
                     "WAITING", "ADMITTED"):
                 time.sleep(0.05)
-            location = room["status_url"]
-        assert asyncio.run(_final(base + location))["state"] == "COMPLETED"
+            location = room["statusUrl"]
+        assert asyncio.run(_final(base + location))["status"] == "COMPLETED"
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(STARTUP_S) == 0

@@ -24,7 +24,7 @@ from couponsim.service.config import ServiceConfig, StreamVariant
 from couponsim.service.sse import DesignStream, HubStream, StatusHub, status_events
 
 from .conftest import Backend
-from .service_helpers import live_service, sse_events
+from .service_helpers import live_service, sse_events, status_path
 
 
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real_redis)])
@@ -62,7 +62,7 @@ class ConsumerRightAfterTheRead(AsyncDriver):
 
 
 def _states(events: list[dict[str, str]]) -> list[str]:
-    return [json.loads(e["data"])["state"] if e["event"] == "status" else e["event"]
+    return [json.loads(e["data"])["status"] if e["event"] == "status" else e["event"]
             for e in events]
 
 
@@ -113,8 +113,9 @@ def test_a_client_that_disconnects_leaves_no_subscription_behind(
     url, driver = system
     channel = CouponKeys("c1").channel
     with live_service(_config(url, tmp_path, variant), worker=False) as live:
-        first = asyncio.run(_first_event_then_leave(f"{live.url}/api/v1/coupons/c1/status/r1"))
-        assert json.loads(first["data"])["state"] == "PROCESSING"
+        first = asyncio.run(_first_event_then_leave(
+            live.url + status_path(live, "c1", "r1", "u1")))
+        assert json.loads(first["data"])["status"] == "PROCESSING"
         for _ in range(200):                   # the server notices the disconnect soon
             subscribers = driver.client.pubsub_numsub(channel)[0][1]
             if live.app.state.hub.listening == 0 and subscribers == 0 and \
@@ -132,9 +133,8 @@ def test_reconnecting_with_last_event_id_gets_what_it_missed(
     it is not sent PROCESSING again, and once the coupon is stored it gets COMPLETED."""
     url, driver = system
     config = _config(url, tmp_path, StreamVariant.HARDENED, stream_timeout_s=0.3)
-    status = "/api/v1/coupons/c1/status/r1"
-
     async def read(live_url: str, last: str | None = None) -> list[dict[str, str]]:
+        status = status_path(live, "c1", "r1", "u1")
         headers = {"Last-Event-ID": last} if last else None
         async with httpx.AsyncClient(base_url=live_url, timeout=10) as client:
             return [event async for event in sse_events(client, status, headers)]
@@ -160,8 +160,8 @@ def test_the_design_stream_delivers_when_nothing_falls_in_its_gap(
     async def watch(live_url: str) -> list[str]:
         states = []
         async with httpx.AsyncClient(timeout=10) as client:
-            async for event in sse_events(client, f"{live_url}/api/v1/coupons/c1/status/r1"):
-                states.append(json.loads(event["data"])["state"])
+            async for event in sse_events(client, live_url + status_path(live, "c1", "r1", "u1")):
+                states.append(json.loads(event["data"])["status"])
                 if len(states) == 1:           # publish only once the subscription is there
                     while not driver.client.pubsub_numsub(CouponKeys("c1").channel)[0][1]:
                         await asyncio.sleep(0.01)
@@ -212,8 +212,9 @@ def test_the_hub_survives_a_lost_connection_and_streams_miss_nothing(
 
 
 def test_a_stream_hears_only_its_own_coupons_request(system: tuple[str, SyncDriver]) -> None:
-    """Request ids are unique per coupon only (a client may choose its own): the hub must
-    not hand coupon c2's update of request r1 to the stream watching c1's r1."""
+    """The flows key request ids per coupon (the service's own ids are unique across
+    coupons, but flows called directly may reuse one): the hub must not hand coupon c2's
+    update of request r1 to the stream watching c1's r1."""
     url, driver = system
     driver.run(lifecycle.open_event(CouponEvent("c2", stock=5), Variant.HARDENED))
     driver.run(issue(IssueRequest("c2", "u2", "r1"), 1))

@@ -136,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--plain-asyncio", action="store_true",
                        help="asyncio's loop and the h11 parser, not uvloop and httptools "
                             "(to measure what they bring)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="service processes on the one port, each with its own status hub "
+                            "(the worker still runs once)")
     serve.add_argument("--no-worker", action="store_true",
                        help="run no consumers, schedulers or admission here "
                             "(`couponsim worker` does)")
@@ -381,7 +384,7 @@ def _service(args: argparse.Namespace) -> None:
                                     coalesce=not args.no_coalesce,
                                     sold_out_flag=not args.no_sold_out_flag)
     serve.serve(config, args.host, args.port, with_worker=not args.no_worker, events=events,
-                plain_asyncio=args.plain_asyncio)
+                plain_asyncio=args.plain_asyncio, workers=args.workers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

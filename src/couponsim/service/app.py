@@ -22,6 +22,7 @@ from couponsim.flows.gateway import Gateway
 from couponsim.persistence.repository import Repository
 from couponsim.service import problem
 from couponsim.service.config import ServiceConfig, StreamVariant
+from couponsim.service.keyed import Keyed
 from couponsim.service.metrics import Metrics
 from couponsim.service.page import router as page_router
 from couponsim.service.routes import router
@@ -30,8 +31,10 @@ from couponsim.sold_out import SoldOutFlags
 
 
 class BodyLimit:
-    """Refuse a body larger than ``max_bytes`` (413): by its declared length at once,
-    or, for a chunked body, as soon as the bytes read pass the limit."""
+    """Refuse a body larger than ``max_bytes`` (413) before any route reads it: by its
+    declared length at once, or, for a chunked body, as soon as the bytes read pass the
+    limit. The body (at most ``max_bytes``) is read here and handed on whole, so that
+    the refusal is this middleware's answer and never a route's parse error."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -40,25 +43,40 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if not declared.isdigit():
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and not declared.isdigit():
             await problem.Problem(400, "bad-content-length", "Malformed Content-Length"
                                   ).response()(scope, receive, send)
             return
-        if int(declared) > self.max_bytes:
+        if declared is not None and int(declared) > self.max_bytes:
             await self._too_large().response()(scope, receive, send)
             return
-        read = 0
-
-        async def limited() -> Message:
-            nonlocal read
+        if declared is None and b"chunked" not in headers.get(b"transfer-encoding", b""):
+            await self.app(scope, receive, send)          # no body (a GET, a stream)
+            return
+        chunks, read = [], 0
+        while True:
             message = await receive()
-            read += len(message.get("body", b""))
+            if message["type"] != "http.request":       # the client left
+                return
+            chunks.append(message.get("body", b""))
+            read += len(chunks[-1])
             if read > self.max_bytes:
-                raise self._too_large()
-            return message
+                await self._too_large().response()(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
 
     def _too_large(self) -> problem.Problem:
         return problem.Problem(413, "body-too-large", "The request body is too large",
@@ -117,6 +135,7 @@ def build_app(config: ServiceConfig, gateway: Gateway | None = None) -> FastAPI:
     state: Any = app.state
     state.config, state.metrics = config, metrics
     state.gateway = gateway or Gateway()
+    state.keyed = Keyed(config.secret.encode(), config.proof_ttl_s)
     problem.install(app)
     app.include_router(router)
     app.include_router(page_router)

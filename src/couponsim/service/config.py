@@ -1,6 +1,7 @@
 """How a service instance is configured: by arguments, or from the environment."""
 
 import os
+import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -10,6 +11,7 @@ from couponsim.persistence.database import DEFAULT_DATABASE_URL
 
 ADMIN_TOKEN_ENV = "COUPONSIM_ADMIN_TOKEN"
 JWT_KEY_ENV = "COUPONSIM_JWT_KEY"
+SECRET_ENV = "COUPONSIM_SECRET"
 
 
 class IdentityMode(StrEnum):
@@ -37,6 +39,12 @@ class ServiceConfig:
     jwt_key: str = ""
     """The HS256 secret, or the PEM public key for RS256/ES256 (JWT mode)."""
     jwt_algorithms: tuple[str, ...] = ("HS256",)
+    secret: str = ""
+    """Keys the request ids and status proofs (keyed.py); every instance of a service must
+    share it. Empty: a random one for this process (one instance, or the tests)."""
+    proof_ttl_s: int = 600
+    """How long the proof in a 202's Location opens its status stream (the document keeps
+    a PROCESSING status for 10 minutes)."""
     admin_token: str = ""
     """Bearer token of the admin routes; empty means they refuse everyone."""
     stream: StreamVariant = StreamVariant.HARDENED
@@ -64,6 +72,10 @@ class ServiceConfig:
             object.__setattr__(self, "stream", StreamVariant(self.stream))
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
+        if not self.secret:
+            object.__setattr__(self, "secret", secrets.token_hex(32))
+        if self.proof_ttl_s < 1:
+            raise InvalidInput("the status proof must live at least 1 s")
         if self.identity is IdentityMode.JWT and not self.jwt_key:
             raise InvalidInput(f"JWT identity needs a key (set {JWT_KEY_ENV})")
         if self.stream_timeout_s <= 0 or self.heartbeat_s <= 0 or self.max_body_bytes < 1:
@@ -75,6 +87,7 @@ class ServiceConfig:
     def from_env(cls, **given: object) -> "ServiceConfig":
         """The config with secrets from the environment, never from the command line
         (where ``ps`` would show them)."""
-        secrets = {"admin_token": os.environ.get(ADMIN_TOKEN_ENV, ""),
-                   "jwt_key": os.environ.get(JWT_KEY_ENV, "")}
-        return cls(**(secrets | given))  # type: ignore[arg-type]
+        hidden = {"admin_token": os.environ.get(ADMIN_TOKEN_ENV, ""),
+                  "jwt_key": os.environ.get(JWT_KEY_ENV, ""),
+                  "secret": os.environ.get(SECRET_ENV, "")}
+        return cls(**(hidden | given))  # type: ignore[arg-type]

@@ -68,6 +68,17 @@ async def current_user(
     return _valid_user(claims["sub"])
 
 
+async def presented_user(request: Request) -> str | None:
+    """The caller's user if the request names one (status streams need none: the proof
+    names the user), validated as :func:`current_user` would."""
+    config: ServiceConfig = request.app.state.config
+    headers = request.headers
+    named_by = "x-user-id" if config.identity is IdentityMode.HEADER else "authorization"
+    if named_by not in headers:
+        return None
+    return await current_user(request, headers.get("x-user-id"), headers.get("authorization"))
+
+
 def _valid_user(user_id: object) -> str:
     try:
         return validate_id("user", user_id)

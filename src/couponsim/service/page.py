@@ -32,8 +32,10 @@ function stream(url) {
   const source = new EventSource(url);
   source.addEventListener("status", (event) => {
     const status = JSON.parse(event.data);
-    if (status.state === "COMPLETED") { finish("Your coupon: " + status.code); source.close(); }
-    else if (status.state === "FAILED") { finish("No coupon: " + status.reason); source.close(); }
+    if (status.status === "COMPLETED") {
+      finish("Your coupon: " + status.couponCode); source.close();
+    }
+    else if (status.status === "FAILED") { finish("No coupon: " + status.message); source.close(); }
     else { show("Issuing your coupon..."); }
   });
   source.addEventListener("timeout", () => { finish("No answer yet: try later"); source.close(); });
@@ -41,13 +43,14 @@ function stream(url) {
 async function wait(coupon, headers) {
   const answer = await (await fetch(`/api/v1/coupons/${coupon}/waiting-room`, {headers})).json();
   if (answer.state === "WAITING") {
-    const eta = answer.eta_s === null ? "estimating" : `about ${Math.ceil(answer.eta_s)} s`;
-    show(`In line: position ${answer.position} of ${answer.size}, estimated wait ${eta}`);
+    const eta = answer.estimatedWaitTime === null ? "estimating"
+      : `about ${Math.ceil(answer.estimatedWaitTime)} s`;
+    show(`In line: position ${answer.queuePosition} of ${answer.queueSize}, estimated wait ${eta}`);
     setTimeout(() => wait(coupon, headers), 1000);
   } else if (answer.state === "ADMITTED") {
     show("Your turn: issuing your coupon...");
     setTimeout(() => wait(coupon, headers), 1000);
-  } else if (answer.state === "ISSUED" && answer.status_url) { stream(answer.status_url); }
+  } else if (answer.state === "ISSUED" && answer.statusUrl) { stream(answer.statusUrl); }
   else { finish("No coupon: " + answer.state); }
 }
 $("get").addEventListener("click", async () => {
@@ -55,7 +58,7 @@ $("get").addEventListener("click", async () => {
   $("result").textContent = "";  // an earlier click's answer is not this one's
   const response = await fetch("/api/v1/coupons/issue", {method: "POST",
     headers: {...headers, "Content-Type": "application/json"},
-    body: JSON.stringify({coupon_id: coupon})});
+    body: JSON.stringify({couponId: coupon})});
   const body = await response.json();
   if (response.status !== 202) { finish("No coupon: " + body.title); return; }
   if (body.status === "PROCESSING") {

@@ -1,10 +1,21 @@
 """Running the service: uvicorn with the app, a worker beside it when asked, and
-events warmed up at start (``--scenario NAME --start-in 10s``)."""
+events warmed up at start (``--scenario NAME --start-in 10s``).
 
+With ``workers > 1``, uvicorn's supervisor starts that many service processes on one
+port, each building its own app (driver, gateway, status hub, metrics) from the
+configuration handed down in the environment, while the worker (consumers,
+schedulers, admission) runs once, here, beside the supervisor. Every process shares
+the one secret, so any of them reads the proof another made.
+"""
+
+import dataclasses
+import json
+import os
 import re
 from collections.abc import Sequence
 
 import uvicorn
+from fastapi import FastAPI
 
 from couponsim.connection import connect
 from couponsim.drivers.sync import SyncDriver
@@ -14,8 +25,12 @@ from couponsim.flows.lifecycle import warm_up
 from couponsim.persistence.repository import Repository
 from couponsim.service.app import build_app
 from couponsim.service.config import ServiceConfig
+from couponsim.service.framing import server_options
 from couponsim.service.worker import Worker
 
+CONFIG_ENV = "COUPONSIM_SERVICE_CONFIG"
+"""How the supervisor hands the configuration (secrets included) to its service processes:
+their environment, which only their user can read, never their command line."""
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)?")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000}
 
@@ -28,12 +43,25 @@ def parse_duration_ms(text: str) -> int:
     return round(float(match[1]) * _UNIT_MS[match[2] or "s"])
 
 
+def app_from_env() -> FastAPI:
+    """The app of one service process started by the supervisor (uvicorn's factory)."""
+    fields = json.loads(os.environ[CONFIG_ENV])
+    fields["jwt_algorithms"] = tuple(fields["jwt_algorithms"])
+    return build_app(ServiceConfig(**fields))
+
+
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
           with_worker: bool = True, events: Sequence[CouponEvent] = (),
-          plain_asyncio: bool = False) -> None:
+          plain_asyncio: bool = False, workers: int = 1) -> None:
     """Warm up ``events``, start the worker (unless another process runs one) and
-    serve until interrupted. ``plain_asyncio``: asyncio's own loop and the pure-Python
-    h11 parser rather than uvloop and httptools, to measure what those bring."""
+    serve until interrupted, in ``workers`` service processes. ``plain_asyncio``:
+    asyncio's own loop and the pure-Python h11 parser rather than uvloop and
+    httptools, to measure what those bring."""
+    if workers < 1:
+        raise InvalidInput(f"workers must be at least 1, got {workers}")
+    if workers > 1 and config.redis_url.startswith("fake://"):
+        raise InvalidInput("several service processes need a Redis server they all reach "
+                           "(--redis-url), not the in-process fake:// one")
     repository = Repository.from_url(config.db_url)
     driver = SyncDriver(connect(config.redis_url), config.redis_url, repository)
     for event in events:
@@ -42,9 +70,14 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
     if worker is not None:
         worker.start()
     try:
-        uvicorn.run(build_app(config), host=host, port=port, log_level="warning",
-                    loop="asyncio" if plain_asyncio else "auto",
-                    http="h11" if plain_asyncio else "auto")
+        options = server_options(plain_asyncio)
+        if workers == 1:
+            uvicorn.run(build_app(config), host=host, port=port, log_level="warning",
+                        **options)
+        else:
+            os.environ[CONFIG_ENV] = json.dumps(dataclasses.asdict(config))
+            uvicorn.run("couponsim.service.serve:app_from_env", factory=True, workers=workers,
+                        host=host, port=port, log_level="warning", **options)
     finally:
         if worker is not None:
             worker.stop()

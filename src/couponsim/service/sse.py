@@ -71,8 +71,8 @@ class Listener:
 
     def __init__(self, hub: "StatusHub", coupon_id: str, request_id: str) -> None:
         self.key = (CouponKeys(coupon_id).channel, request_id)
-        """Its coupon's channel and its request: request ids are unique per coupon only
-        (a client may choose its own with Idempotency-Key)."""
+        """Its coupon's channel and its request: the flows key request ids per coupon
+        (the service makes ids unique across coupons; the hub does not rely on it)."""
         self.queue: asyncio.Queue[RequestStatus | None] = asyncio.Queue()
         self._hub = hub
 
@@ -260,11 +260,13 @@ class DesignStream:
 
 
 def status_event(status: RequestStatus) -> dict[str, str]:
-    """One SSE event: its id is the state, so a client reconnecting with Last-Event-ID
-    is not sent again the state it has, yet always gets the one it has not seen."""
+    """One SSE event, its data the document's ``CouponStatusUpdate`` (``message`` says
+    why a request FAILED). Its id is the state, so a client reconnecting with
+    Last-Event-ID is not sent again the state it has, yet always gets the one it has not
+    seen."""
     return {"event": "status", "id": status.state.value,
-            "data": json.dumps({"request_id": status.request_id, "state": status.state.value,
-                                "code": status.code, "reason": status.reason})}
+            "data": json.dumps({"requestId": status.request_id, "status": status.state.value,
+                                "couponCode": status.code, "message": status.reason})}
 
 
 async def status_events(stream: StatusStream, current: RequestStatus, timeout_s: float,
@@ -279,7 +281,7 @@ async def status_events(stream: StatusStream, current: RequestStatus, timeout_s:
         while not current.final:
             left = deadline - clock()
             if left <= 0:
-                yield {"event": "timeout", "data": json.dumps({"request_id": current.request_id})}
+                yield {"event": "timeout", "data": json.dumps({"requestId": current.request_id})}
                 return
             update = await stream.next(left)
             if update is not None and update != current:

@@ -1,0 +1,85 @@
+"""What the service makes with its secret: request ids and status proofs.
+
+A request id is the server's, never the client's: a fresh one is random, and one
+asked for with an ``Idempotency-Key`` is a keyed hash of the user, the coupon and
+the key, so the same user repeating a key gets the same request (the issue script
+replays its first answer) while another user sending the same key gets a request
+of their own, and cannot tell whether the key was used. Either way the id is
+unique across coupons and unguessable, and so is the coupon code derived from it.
+
+A status proof goes in the ``Location`` of a 202 (a query parameter, since
+``EventSource`` cannot send headers): the user, the coupon and an expiry, with an
+HMAC of those and the request id. Whoever holds it may read that one status until
+it expires; a caller who also presents an identity must be the proof's user. The
+coupon travels in the proof, so the status path needs only the request id.
+"""
+
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from couponsim.ids import validate_id
+
+SEPARATOR = "~"
+"""Between a proof's fields: no ID may hold it (ids.ID_PATTERN), and URLs leave it as is."""
+_MAC_BYTES = 16
+
+
+@dataclass(frozen=True)
+class StatusGrant:
+    """What a valid proof allows: reading ``request_id`` of ``coupon_id`` as ``user_id``."""
+
+    user_id: str
+    coupon_id: str
+
+
+class Keyed:
+    """The service's secret-keyed values; every instance of one service shares the secret."""
+
+    def __init__(self, secret: bytes, proof_ttl_s: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._secret, self._ttl_s, self._clock = secret, proof_ttl_s, clock
+
+    def request_id(self, user_id: str, coupon_id: str, idempotency_key: str | None) -> str:
+        """A fresh random id, or the one this user's key names for this coupon."""
+        if idempotency_key is None:
+            return uuid.uuid4().hex
+        return self._mac("request", user_id, coupon_id, idempotency_key).hex()
+
+    def proof(self, request_id: str, user_id: str, coupon_id: str) -> str:
+        expires = int(self._clock()) + self._ttl_s
+        mac = self._mac("status", request_id, user_id, coupon_id, str(expires))
+        return SEPARATOR.join((user_id, coupon_id, str(expires), _b64(mac)))
+
+    def verify(self, request_id: str, proof: str | None) -> StatusGrant | None:
+        """The grant of a valid, unexpired proof for this request; None for anything else
+        (the caller answers exactly as for an unknown request)."""
+        if proof is None:
+            return None
+        fields = proof.split(SEPARATOR)
+        if len(fields) != 4 or not fields[2].isdigit():
+            return None
+        user_id, coupon_id, expires, mac = fields
+        if int(expires) < self._clock():
+            return None
+        expected = _b64(self._mac("status", request_id, user_id, coupon_id, expires))
+        if not hmac.compare_digest(mac.encode(), expected.encode()):
+            return None
+        return StatusGrant(user_id, coupon_id)
+
+    def _mac(self, purpose: str, *fields: str) -> bytes:
+        message = "\0".join((purpose, *fields)).encode()
+        return hmac.new(self._secret, message, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def status_location(request_id: str, proof: str) -> str:
+    """The status stream of a request, as the document names it, with its proof."""
+    return f"/api/v1/coupons/status/{validate_id('request', request_id)}?proof={proof}"
