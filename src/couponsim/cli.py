@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from couponsim import names
 from couponsim.connection import DEFAULT_REDIS_URL
 from couponsim.drivers.sync import SyncDriver, wall_clock_ms
 from couponsim.errors import CouponsimError, InvalidInput, MissingExtra
@@ -36,6 +37,7 @@ from couponsim.spike import SpikeConfig, SpikeResult, run_spike
 from couponsim.verify import InvariantReport, check_invariants
 
 SPIKE = "spike"
+UNTIL_DECISIVE = 20
 EXIT_BROKEN, EXIT_UNUSABLE, EXIT_BUG = 1, 2, 70
 
 
@@ -104,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="run on the Dask cluster of this scheduler, e.g. tcp://host:8786")
     sweep.add_argument("--out", type=Path,
                        help="where runs, tables and plots go (default: out/sweeps/NAME)")
+    sweep.add_argument("--until-decisive", type=int, nargs="?", const=UNTIL_DECISIVE,
+                       metavar="MAX",
+                       help="add replications to points whose verdict on the target is "
+                            "inconclusive (doubling, same seeds as the other points) until "
+                            f"decided or MAX runs per point (default {UNTIL_DECISIVE})")
 
     report = commands.add_parser(
         "report", help="execute every notebook with larger sizes and export it to HTML",
@@ -268,15 +275,17 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = [f"{summary['scenario']} ({summary['variant']}): {summary['users']:,} users, "
              f"{summary['requests']:,} requests, simulated in {summary['wall_s']} s",
              "", "users, by their final state"]
-    lines += [f"  {state:<12}{count:>10,}"
+    lines += [f"  {state:<12}{count:>10,}  {names.outcome(state)}"
               for state, count in summary["users_by_final_state"].items()]
-    lines += ["", f"sold out at {summary['sell_out_s']} s; every status final at "
-              f"{summary['all_final_s']} s (from 14:00:00)",
+    lines += [""] + [f"{names.metric(key).label}: {summary[key]} {names.metric(key).unit}"
+                     for key in ("sell_out_s", "last_arrival_s", "last_stored_s",
+                                 "all_final_s")]
+    lines += [f"  ({names.metric('all_final_s').meaning})",
               f"Redis commands per request: {summary['redis_commands_per_request']}",
-              "answer latency (ms): " + "; ".join(
-                  f"{path} p50 {q['p50']} p95 {q['p95']} p99 {q['p99']}"
-                  for path, q in summary["answer_latency_ms_by_path"].items()),
-              "time until the coupon was stored (ms): " + ", ".join(
+              f"{names.metric('answer_ms')}, by path:"]
+    lines += [f"  {names.path(path)}: p50 {q['p50']}, p95 {q['p95']}, p99 {q['p99']}"
+              for path, q in summary["answer_latency_ms_by_path"].items()]
+    lines += [f"{names.metric('stored_s').label} (ms): " + ", ".join(
                   f"{k} {v}" for k, v in (summary["coupon_stored_latency_ms"] or {}).items()),
               "fairness: " + ", ".join(f"{k} {v}" for k, v in summary["fairness"].items()),
               "requests by why they were sent: " + ", ".join(
@@ -303,20 +312,25 @@ def _sweep(args: argparse.Namespace) -> bool:
     from couponsim.sweep.executors import open_executor
     from couponsim.sweep.job import run_sweep
     from couponsim.sweep.job import save as save_sweep
+    from couponsim.sweep.search import answer_line
     from couponsim.sweep.spec import load_sweep
 
     spec = load_sweep(args.file, replications=args.replications)
+    if args.until_decisive is not None and args.until_decisive <= spec.replications:
+        raise InvalidInput(f"--until-decisive {args.until_decisive}: give more than the "
+                           f"{spec.replications} replications each point already has")
+    if args.until_decisive is not None and spec.target is None:
+        raise InvalidInput(f"--until-decisive needs a target; sweep {spec.name} has none")
     out = args.out or Path("out/sweeps") / spec.name
     with open_executor(args.workers, args.scheduler) as executor:
-        result = run_sweep(spec, executor, out)
+        result = run_sweep(spec, executor, out, until_decisive=args.until_decisive)
     written = save_sweep(result, out)
     if result.summary is not None:
-        print(result.summary.to_string(index=False))
+        table = result.summary.assign(metric=[str(names.metric(m))
+                                              for m in result.summary.metric])
+        print(table.to_string(index=False))
     if result.search is not None:
-        found = result.search
-        print(f"\nsmallest {found.search.parameter} meeting {found.target} with 95% confidence: "
-              f"{'none up to ' + str(found.search.high) if found.answer is None else found.answer}"
-              f" ({found.steps.step.nunique()} points, {len(found.runs)} runs)")
+        print("\n" + answer_line(result.search))
     print("\nall invariants held in every run" if result.invariants_ok
           else "\nINVARIANTS BROKEN in some runs: see the broken column of the runs table")
     print(f"wrote {len(written)} files to {out}")
