@@ -19,7 +19,7 @@ from tqdm import tqdm
 from couponsim import names
 from couponsim.connection import DEFAULT_REDIS_URL
 from couponsim.drivers.sync import SyncDriver, wall_clock_ms
-from couponsim.errors import CouponsimError, InvalidInput, MissingExtra
+from couponsim.errors import CouponsimError, InvalidInput, MissingExtra, UnknownCoupon
 from couponsim.event import CouponEvent
 from couponsim.explore.explorer import Store, exhaustive, search
 from couponsim.explore.scenarios import SCENARIOS as SCENARIO_RACES
@@ -37,6 +37,10 @@ from couponsim.spike import SpikeConfig, SpikeResult, run_spike
 from couponsim.verify import InvariantReport, check_invariants
 
 SPIKE = "spike"
+SERVICE_REDIS_URL = "fake://service"
+SERVICE_DATABASE_URL = "sqlite:///couponsim-service.sqlite"
+"""The service's own embedded stores: ``run`` writes ``couponsim.sqlite``, and a service
+on the same file would meet the simulation's coupons (its winners all compensated)."""
 UNTIL_DECISIVE = 20
 EXIT_BROKEN, EXIT_UNUSABLE, EXIT_BUG = 1, 2, 70
 
@@ -50,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="run a scenario and check its invariants",
         description="Simulate a scenario of data/scenarios in virtual time (SimPy), or run "
                     "the spike job (interleaved requests in wall time).")
-    run.add_argument("scenario", nargs="?", default=SPIKE, choices=[SPIKE, *scenario_names()])
+    run.add_argument("scenario", nargs="?", default=SPIKE,
+                     help=f"{SPIKE} (default), a bundled scenario ({', '.join(scenario_names())}) "
+                          "or the path of a scenario file (.toml)")
     run.add_argument("--variant", choices=[v.value for v in Variant],
                      help="seed or hardened (default: the scenario's)")
     run.add_argument("--users", type=int, help="how many users (default: the scenario's)")
@@ -119,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
                     "notebooks extra.")
     report.add_argument("--notebooks", type=Path, default=Path("notebooks"),
                         help="where the notebooks are (default: ./notebooks)")
+    report.add_argument("--jobs", type=int,
+                        help="notebooks executed at once (default: one per core)")
     report.add_argument("--out", type=Path, default=Path("out/report"),
                         help="where NAME.html and the executed NAME.ipynb go "
                              "(default: out/report)")
@@ -146,15 +154,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", action="store_true",
                        help="run no consumers, schedulers or admission here "
                             "(`couponsim worker` does)")
-    serve.add_argument("--scenario", choices=scenario_names(),
-                       help="warm up this scenario's event at start")
+    serve.add_argument("--scenario",
+                       help="warm up this scenario's event at start (a bundled name or a "
+                            ".toml path)")
+    serve.add_argument("--quiet", action="store_true",
+                       help="print neither the addresses nor one access-log line per request")
     serve.add_argument("--start-in", default="10s",
                        help="with --scenario: the event starts this long after start-up")
     worker = commands.add_parser(
         "worker", help="run consumers, schedulers and waiting-room admission for a service")
-    for command in (serve, worker):
-        command.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
-        command.add_argument("--db-url", default=DEFAULT_DATABASE_URL)
+    for command in (serve, worker):   # never run's defaults: a service shares no state
+        command.add_argument("--redis-url", default=SERVICE_REDIS_URL,   # with simulations
+                             help=f"default {SERVICE_REDIS_URL} (in this process only)")
+        command.add_argument("--db-url", default=SERVICE_DATABASE_URL,
+                             help=f"default {SERVICE_DATABASE_URL}")
     return parser
 
 
@@ -219,7 +232,14 @@ def _run(args: argparse.Namespace) -> InvariantReport:
     repository = Repository.from_url(args.db_url)
     driver = SyncDriver.from_url(args.redis_url, repository)
     if args.command == "verify":
-        report = driver.run(check_invariants(args.coupon, with_database=True))
+        try:
+            report = driver.run(check_invariants(args.coupon, with_database=True))
+        except UnknownCoupon as exc:
+            if not args.redis_url.startswith("fake://"):
+                raise
+            raise InvalidInput(f"{exc} in {args.redis_url}, an embedded fakeredis: it lives "
+                               "inside one process and went with the run; run and verify "
+                               "against a real Redis (--redis-url redis://...)") from None
         print(json.dumps(_report_json(report), indent=2) if args.json
               else "\n".join(_report_lines(report)).lstrip())
         return report
@@ -339,7 +359,7 @@ def _sweep(args: argparse.Namespace) -> bool:
 
 def _report(args: argparse.Namespace) -> bool:
     """Build the report, name each page; True when every notebook ran to its end."""
-    pages = build_report(args.notebooks, args.out)
+    pages = build_report(args.notebooks, args.out, jobs=args.jobs)
     for page in pages:
         print(f"{'ok    ' if page.ok else 'FAILED'}  {page.html}"
               + (f"  ({page.error})" if page.error else ""))
@@ -395,7 +415,7 @@ def _service(args: argparse.Namespace) -> None:
                                     coalesce=not args.no_coalesce,
                                     sold_out_flag=not args.no_sold_out_flag)
     serve.serve(config, args.host, args.port, with_worker=not args.no_worker, events=events,
-                plain_asyncio=args.plain_asyncio)
+                plain_asyncio=args.plain_asyncio, quiet=args.quiet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
