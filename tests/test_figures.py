@@ -31,6 +31,7 @@ def test_every_sweep_metric_and_summary_time_has_a_registered_name_with_a_unit()
         assert names.metric(key).label and key in names.METRICS
     assert label("p99_stored_s") == "p99 wait from press to coupon stored (s)"
     assert str(names.parameter("latency.network_ms")) == "one-way network latency (ms)"
+    assert str(names.parameter("consumers.count")) == "number of consumers"
     assert str(names.parameter("section.other_ms")) == "section.other_ms (ms)"
     with pytest.raises(KeyError):
         names.metric("p42_nothing")

@@ -344,14 +344,15 @@ def test_plots_show_the_band_the_target_and_the_chosen_value(
     ax = metric_plot(result.summary, "consumers.count", "p99_stored_s",
                      result.spec.target, chosen=3)
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert sorted(labels) == ["95% confidence band", "chosen: consumers = 3",
-                              "mean, 95% interval", "target p99_stored_s <= 0.8"]
+    assert sorted(labels) == ["95% confidence band", "chosen: number of consumers = 3",
+                              "mean, 95% interval",
+                              "target: p99 wait from press to coupon stored <= 0.8 s"]
     assert ax.get_ylabel() == "p99 wait from press to coupon stored (s)"
-    assert ax.get_xlabel() == "consumers (consumers)"
+    assert ax.get_xlabel() == "number of consumers"
     assert "(3 runs per point)" in ax.get_title().replace("\n", " ")
     assert sorted(t.get_text() for t in ax.texts) == ["n=3", "n=3"]
     searched_ax = search_plot(result.search)
-    assert searched_ax.get_title().startswith("Search: smallest consumers with")
+    assert searched_ax.get_title().startswith("Search: smallest number of consumers with")
     shown = {t.get_text() for t in searched_ax.get_legend().get_texts()}
     assert {f"{v} (mean, 95% interval)" for v in result.search.steps.verdict} <= shown
     steps = result.search.steps.step.nunique()

@@ -25,7 +25,7 @@ class Name:
 
 METRICS: dict[str, Name] = {
     # one run's summary (summary.json keys) and a sweep's metrics share these names
-    "sell_out_s": Name("stock sold out", "s after 14:00:00",
+    "sell_out_s": Name("sell-out time", "s after 14:00:00",
                        "the first 100 ms sample in which no stock is left"),
     "last_arrival_s": Name("last user's press", "s after 14:00:00"),
     "all_final_s": Name("last user's final answer", "s after 14:00:00",
@@ -61,9 +61,9 @@ METRICS: dict[str, Name] = {
 }
 
 PARAMETERS: dict[str, Name] = {
-    "consumers.count": Name("consumers", "consumers"),
+    "consumers.count": Name("number of consumers"),
     "consumers.batch_size": Name("consumer batch size", "entries"),
-    "traffic.users": Name("users", "users"),
+    "traffic.users": Name("number of users"),
     "latency.network_ms": Name("one-way network latency", "ms"),
     "latency.database_batch_ms": Name("database time per batch", "ms"),
     "latency.database_row_ms": Name("database time per row", "ms"),

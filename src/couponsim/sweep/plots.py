@@ -22,6 +22,13 @@ def parameter_label(parameter: str) -> str:
     return str(names.parameter(parameter))
 
 
+def target_text(target: Target) -> str:
+    """``p99_stored_s <= 8`` as people read it: ``p99 wait from press to coupon stored
+    <= 8 s``."""
+    name = names.metric(target.metric)
+    return f"{name.label} {target.comparison} {target.value:g} {name.unit}".rstrip()
+
+
 def _runs_text(rows: pd.DataFrame) -> str:
     counts = sorted(set(int(n) for n in rows.runs))
     return (f"{counts[0]} runs per point" if len(counts) == 1
@@ -58,15 +65,16 @@ def metric_plot(summary: pd.DataFrame, parameter: str, metric: str,
             ax.annotate(f"n={int(row.runs)}", (row[parameter], row["mean"]), fontsize=7,
                         textcoords="offset points", xytext=(5, -10), color=colour)
     if target is not None and target.metric == metric:
-        ax.axhline(target.value, color="tab:red", linestyle="--", label=f"target {target}")
+        ax.axhline(target.value, color="tab:red", linestyle="--",
+                   label=f"target: {target_text(target)}")
     if chosen is not None:
         ax.axvline(chosen, color="tab:green", linestyle=":",
                    label=f"chosen: {names.parameter(parameter).label} = {chosen}")
     metric_name = names.metric(metric)
     ax.set(xlabel=parameter_label(parameter), ylabel=str(metric_name),
-           title=textwrap.fill(f"How does the {metric_name.label} change with the "
-                               f"{names.parameter(parameter).label}? ({_runs_text(rows)})",
-                               60))
+           title=textwrap.fill(f"What does the {names.parameter(parameter).label} do to the "
+                               f"{metric_name.label}? ({_runs_text(rows)})", 60))
+    ax.margins(x=0.08)                # room for the last point's n= label
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax
@@ -94,7 +102,8 @@ def search_plot(result: SearchResult, ax: Any = None) -> Any:
     for _, row in rows.iterrows():
         ax.annotate(f"step {row.step}, n={int(row.runs)}", (row[parameter], row["mean"]),
                     textcoords="offset points", xytext=(6, 6), fontsize=8)
-    ax.axhline(target.value, color="tab:red", linestyle="--", label=f"target {target}")
+    ax.axhline(target.value, color="tab:red", linestyle="--",
+               label=f"target: {target_text(target)}")
     if result.answer is not None:
         ax.axvline(result.answer, color="tab:green", linestyle=":",
                    label=f"answer: {names.parameter(parameter).label} = {result.answer}")
@@ -106,7 +115,7 @@ def search_plot(result: SearchResult, ax: Any = None) -> Any:
                 if result.inconclusive else ""))
     ax.set(xlabel=parameter_label(parameter), ylabel=str(names.metric(target.metric)),
            title=textwrap.fill(f"Search: smallest {names.parameter(parameter).label} with "
-                               f"{target} (95% confidence)? {found}", 70))
+                               f"{target_text(target)} (95% confidence)? {found}", 70))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax
