@@ -53,7 +53,10 @@ METRICS: dict[str, Name] = {
     "stock_left": Name("stock left", "coupons"),
     "backlog": Name("queue backlog", "entries",
                     "issued coupons not yet stored by a consumer"),
-    "stored_per_s": Name("coupons stored per second", "coupons/s"),
+    "drained_per_s": Name("queue entries drained per second", "entries/s",
+                          "stock taken minus the backlog's growth, per sample: entries "
+                          "the consumers finished (stored or compensated; in the seed, "
+                          "popped, stored or not)"),
     "room": Name("users in the waiting room", "users"),
     "admitted_per_s": Name("users admitted from the room per second", "users/s"),
     "requests_per_s": Name("requests per second", "requests/s"),

@@ -98,7 +98,7 @@ def _sell_out(outcome: Outcome, ax: Any) -> None:
             title = (f"When did the stock sell out? {last * 1000:,.0f} ms after 14:00:00 "
                      f"(the last ISSUED answer)")
     ax.set(title=title, xlabel=_TIME, ylabel=str(names.metric("stock_left")))
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper right" if len(issued) else "lower left", fontsize=8)  # off the line
     ax.grid(alpha=0.3)
 
 
@@ -177,8 +177,8 @@ def _outcome_mix(outcome: Outcome, ax: Any) -> None:
 
 
 def _queue(outcome: Outcome, ax: Any) -> None:
-    """Backlog on the left axis; drain rate (coupons/s) on the right: the stock units
-    taken in a sample minus the backlog's growth, i.e. the entries consumers finished."""
+    """Backlog on the left axis; drain rate on the right: the stock units taken in a
+    sample minus the backlog's growth, i.e. the entries consumers finished."""
     timeline = outcome.timeline
     taken = (-timeline.stock_left.diff()).clip(lower=0).fillna(0)
     drained = (taken - timeline.backlog.diff().fillna(0)).clip(lower=0) / BUCKET_S
@@ -187,8 +187,8 @@ def _queue(outcome: Outcome, ax: Any) -> None:
     ax.set_ylabel(str(names.metric("backlog")), color="tab:purple")
     twin = ax.twinx()
     twin.plot(timeline.t_s, drained, color="tab:orange", alpha=0.8,
-              label=str(names.metric("stored_per_s")))
-    twin.set_ylabel(str(names.metric("stored_per_s")), color="tab:orange")
+              label=str(names.metric("drained_per_s")))
+    twin.set_ylabel(str(names.metric("drained_per_s")), color="tab:orange")
     ax.set_xlim(*_window(timeline.t_s, (timeline.backlog > 0) | (drained > 0)))
     ax.set_ylim(0, max(float(timeline.backlog.max()), 1.0) * 1.5)   # headroom for the legend
     twin.set_ylim(0, max(float(drained.max()), 1.0) * 1.5)
@@ -233,13 +233,15 @@ def _gateway_decisions(outcome: Outcome, ax: Any) -> None:
                        label=None if state in shaded else f"breaker {state}")
             shaded.add(state)
     limited = int((requests.path == GatewayPath.LIMITED.value).sum())
+    not_closed = states.isin(list(_BREAKER_COLOURS))
     if shaded:
-        open_s = BUCKET_S * int(states.isin(list(_BREAKER_COLOURS)).sum())
-        breaker = f"breaker not CLOSED for {open_s:.1f} s"
+        first = float(timeline.t_s[not_closed].min())
+        breaker = (f"breaker not CLOSED for {BUCKET_S * int(not_closed.sum()):.1f} s, "
+                   f"first at {first:.1f} s")
     else:
         breaker = "breaker CLOSED throughout (the model has no overloaded instances)"
-    arrivals = requests.arrival_s
-    ax.set_xlim(*_window(arrivals, arrivals.notna(), margin=0.05))
+    moments = pd.concat([requests.arrival_s, timeline.t_s[not_closed]], ignore_index=True)
+    ax.set_xlim(*_window(moments, moments.notna(), margin=0.05))
     ax.set_yscale("log")
     ax.set_ylim(top=ax.get_ylim()[1] * 30)         # headroom: the legend covers no line
     ax.set(title=f"What did the gateway decide? Limiter refused {limited:,}; {breaker}",
