@@ -54,7 +54,7 @@ def figure(outcome: Outcome) -> Figure:
                  fontsize=13)
     for ax in axes[:len(panels)]:
         ax.set_title(textwrap.fill(ax.get_title(), 62), fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / fig.get_figheight()))   # below the suptitle
     return fig
 
 
