@@ -371,3 +371,8 @@ def test_the_command_line_runs_a_sweep_and_refuses_bad_input(
     assert main(["sweep", str(path), "--workers", "2", "--scheduler", "tcp://x:1"]) == 2
     assert main(["sweep", str(path), "--workers", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err
+    assert main(["sweep", str(path), "--until-decisive"]) == 2
+    assert "--until-decisive needs a target" in capsys.readouterr().err
+    searching = write(tmp_path, TINY.format(extra=SEARCH), "search.toml")
+    assert main(["sweep", str(searching), "--until-decisive", "3"]) == 2
+    assert "more than the 3 replications" in capsys.readouterr().err
