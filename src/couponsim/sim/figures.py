@@ -75,13 +75,13 @@ def _sell_out(outcome: Outcome, ax: Any) -> None:
     taking = (timeline.stock_left.diff().fillna(0) != 0) | (
         (timeline.stock_left < stock) & (timeline.stock_left > 0))
     ax.plot(timeline.t_s, timeline.stock_left, color="tab:red", marker="o", linestyle="none",
-            label=f"{names.metric('stock_left')}, sampled every {BUCKET_S * 1000:g} ms")
+            label=f"sampled every {BUCKET_S * 1000:g} ms")
     window = _window(timeline.t_s, taking)
     issued = _issued_at(outcome)
     if len(issued):
         left = stock - np.arange(1, len(issued) + 1)
         ax.step(np.concatenate([[window[0]], issued]), np.concatenate([[stock], left]),
-                where="post", color="tab:red", label="stock left, as each ISSUED answer came")
+                where="post", color="tab:red", label="as each ISSUED answer came")
         window = (min(window[0], float(issued[0]) - 2 * BUCKET_S),
                   max(window[1], float(issued[-1]) + 2 * BUCKET_S))
     ax.set_xlim(*window)
@@ -98,7 +98,8 @@ def _sell_out(outcome: Outcome, ax: Any) -> None:
             title = (f"When did the stock sell out? {last * 1000:,.0f} ms after 14:00:00 "
                      f"(the last ISSUED answer)")
     ax.set(title=title, xlabel=_TIME, ylabel=str(names.metric("stock_left")))
-    ax.legend(loc="upper right" if len(issued) else "lower left", fontsize=8)  # off the line
+    ax.legend(loc="center right" if len(issued) else "lower left", fontsize=8,  # off the line
+              title=str(names.metric("stock_left")), title_fontsize=8)
     ax.grid(alpha=0.3)
 
 
