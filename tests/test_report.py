@@ -54,6 +54,8 @@ def test_the_command_exits_1_when_a_notebook_fails_and_2_without_notebooks(
     assert "FAILED" in capsys.readouterr().out
     assert main(["report", "--notebooks", str(tmp_path / "none")]) == 2
     assert "no notebooks" in capsys.readouterr().err
+    assert main(["report", "--notebooks", str(notebooks), "--jobs", "0"]) == 2
+    assert "--jobs 0: at least 1" in capsys.readouterr().err
 
 
 def test_without_the_notebooks_extra_the_error_says_what_to_install(

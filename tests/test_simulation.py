@@ -156,7 +156,8 @@ def test_the_command_runs_a_scenario_and_writes_its_files(
             "--out", str(tmp_path / "out")]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "all invariants hold" in out and "sold out at" in out
+    assert "all invariants hold" in out and "sell-out time: " in out
+    assert "last user's final answer: " in out
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
         "requests.csv", "timeline.csv", "checkouts.csv", "summary.json", "figures.png"}
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

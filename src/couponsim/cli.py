@@ -16,9 +16,10 @@ from typing import Any
 
 from tqdm import tqdm
 
+from couponsim import names
 from couponsim.connection import DEFAULT_REDIS_URL
 from couponsim.drivers.sync import SyncDriver, wall_clock_ms
-from couponsim.errors import CouponsimError, InvalidInput, MissingExtra
+from couponsim.errors import CouponsimError, InvalidInput, MissingExtra, UnknownCoupon
 from couponsim.event import CouponEvent
 from couponsim.explore.explorer import Store, exhaustive, search
 from couponsim.explore.scenarios import SCENARIOS as SCENARIO_RACES
@@ -36,6 +37,11 @@ from couponsim.spike import SpikeConfig, SpikeResult, run_spike
 from couponsim.verify import InvariantReport, check_invariants
 
 SPIKE = "spike"
+SERVICE_REDIS_URL = "fake://service"
+SERVICE_DATABASE_URL = "sqlite:///couponsim-service.sqlite"
+"""The service's own embedded stores: ``run`` writes ``couponsim.sqlite``, and a service
+on the same file would meet the simulation's coupons (its winners all compensated)."""
+UNTIL_DECISIVE = 20
 EXIT_BROKEN, EXIT_UNUSABLE, EXIT_BUG = 1, 2, 70
 
 
@@ -48,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="run a scenario and check its invariants",
         description="Simulate a scenario of data/scenarios in virtual time (SimPy), or run "
                     "the spike job (interleaved requests in wall time).")
-    run.add_argument("scenario", nargs="?", default=SPIKE, choices=[SPIKE, *scenario_names()])
+    run.add_argument("scenario", nargs="?", default=SPIKE,
+                     help=f"{SPIKE} (default), a bundled scenario ({', '.join(scenario_names())}) "
+                          "or the path of a scenario file (.toml)")
     run.add_argument("--variant", choices=[v.value for v in Variant],
                      help="seed or hardened (default: the scenario's)")
     run.add_argument("--users", type=int, help="how many users (default: the scenario's)")
@@ -104,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="run on the Dask cluster of this scheduler, e.g. tcp://host:8786")
     sweep.add_argument("--out", type=Path,
                        help="where runs, tables and plots go (default: out/sweeps/NAME)")
+    sweep.add_argument("--until-decisive", type=int, nargs="?", const=UNTIL_DECISIVE,
+                       metavar="MAX",
+                       help="add replications to points whose verdict on the target is "
+                            "inconclusive (doubling, same seeds as the other points) until "
+                            f"decided or MAX runs per point (default {UNTIL_DECISIVE})")
 
     report = commands.add_parser(
         "report", help="execute every notebook with larger sizes and export it to HTML",
@@ -112,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
                     "notebooks extra.")
     report.add_argument("--notebooks", type=Path, default=Path("notebooks"),
                         help="where the notebooks are (default: ./notebooks)")
+    report.add_argument("--jobs", type=int,
+                        help="notebooks executed at once (default: one per core)")
     report.add_argument("--out", type=Path, default=Path("out/report"),
                         help="where NAME.html and the executed NAME.ipynb go "
                              "(default: out/report)")
@@ -142,15 +157,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", action="store_true",
                        help="run no consumers, schedulers or admission here "
                             "(`couponsim worker` does)")
-    serve.add_argument("--scenario", choices=scenario_names(),
-                       help="warm up this scenario's event at start")
+    serve.add_argument("--scenario",
+                       help="warm up this scenario's event at start (a bundled name or a "
+                            ".toml path)")
+    serve.add_argument("--quiet", action="store_true",
+                       help="print neither the addresses nor one access-log line per request")
     serve.add_argument("--start-in", default="10s",
                        help="with --scenario: the event starts this long after start-up")
     worker = commands.add_parser(
         "worker", help="run consumers, schedulers and waiting-room admission for a service")
-    for command in (serve, worker):
-        command.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
-        command.add_argument("--db-url", default=DEFAULT_DATABASE_URL)
+    for command in (serve, worker):   # never run's defaults: a service shares no state
+        command.add_argument("--redis-url", default=SERVICE_REDIS_URL,   # with simulations
+                             help=f"default {SERVICE_REDIS_URL} (in this process only)")
+        command.add_argument("--db-url", default=SERVICE_DATABASE_URL,
+                             help=f"default {SERVICE_DATABASE_URL}")
     return parser
 
 
@@ -215,7 +235,14 @@ def _run(args: argparse.Namespace) -> InvariantReport:
     repository = Repository.from_url(args.db_url)
     driver = SyncDriver.from_url(args.redis_url, repository)
     if args.command == "verify":
-        report = driver.run(check_invariants(args.coupon, with_database=True))
+        try:
+            report = driver.run(check_invariants(args.coupon, with_database=True))
+        except UnknownCoupon as exc:
+            if not args.redis_url.startswith("fake://"):
+                raise
+            raise InvalidInput(f"{exc} in {args.redis_url}, an embedded fakeredis: it lives "
+                               "inside one process and went with the run; run and verify "
+                               "against a real Redis (--redis-url redis://...)") from None
         print(json.dumps(_report_json(report), indent=2) if args.json
               else "\n".join(_report_lines(report)).lstrip())
         return report
@@ -271,15 +298,17 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = [f"{summary['scenario']} ({summary['variant']}): {summary['users']:,} users, "
              f"{summary['requests']:,} requests, simulated in {summary['wall_s']} s",
              "", "users, by their final state"]
-    lines += [f"  {state:<12}{count:>10,}"
+    lines += [f"  {state:<12}{count:>10,}  {names.outcome(state)}"
               for state, count in summary["users_by_final_state"].items()]
-    lines += ["", f"sold out at {summary['sell_out_s']} s; every status final at "
-              f"{summary['all_final_s']} s (from 14:00:00)",
+    lines += [""] + [f"{names.metric(key).label}: {summary[key]} {names.metric(key).unit}"
+                     for key in ("sell_out_s", "last_arrival_s", "last_stored_s",
+                                 "all_final_s")]
+    lines += [f"  ({names.metric('all_final_s').meaning})",
               f"Redis commands per request: {summary['redis_commands_per_request']}",
-              "answer latency (ms): " + "; ".join(
-                  f"{path} p50 {q['p50']} p95 {q['p95']} p99 {q['p99']}"
-                  for path, q in summary["answer_latency_ms_by_path"].items()),
-              "time until the coupon was stored (ms): " + ", ".join(
+              f"{names.metric('answer_ms')}, by path:"]
+    lines += [f"  {names.path(path)}: p50 {q['p50']}, p95 {q['p95']}, p99 {q['p99']}"
+              for path, q in summary["answer_latency_ms_by_path"].items()]
+    lines += [f"{names.metric('stored_s').label} (ms): " + ", ".join(
                   f"{k} {v}" for k, v in (summary["coupon_stored_latency_ms"] or {}).items()),
               "fairness: " + ", ".join(f"{k} {v}" for k, v in summary["fairness"].items()),
               "requests by why they were sent: " + ", ".join(
@@ -306,20 +335,25 @@ def _sweep(args: argparse.Namespace) -> bool:
     from couponsim.sweep.executors import open_executor
     from couponsim.sweep.job import run_sweep
     from couponsim.sweep.job import save as save_sweep
+    from couponsim.sweep.search import answer_line
     from couponsim.sweep.spec import load_sweep
 
     spec = load_sweep(args.file, replications=args.replications)
+    if args.until_decisive is not None and args.until_decisive <= spec.replications:
+        raise InvalidInput(f"--until-decisive {args.until_decisive}: give more than the "
+                           f"{spec.replications} replications each point already has")
+    if args.until_decisive is not None and spec.target is None:
+        raise InvalidInput(f"--until-decisive needs a target; sweep {spec.name} has none")
     out = args.out or Path("out/sweeps") / spec.name
     with open_executor(args.workers, args.scheduler) as executor:
-        result = run_sweep(spec, executor, out)
+        result = run_sweep(spec, executor, out, until_decisive=args.until_decisive)
     written = save_sweep(result, out)
     if result.summary is not None:
-        print(result.summary.to_string(index=False))
+        table = result.summary.assign(metric=[str(names.metric(m))
+                                              for m in result.summary.metric])
+        print(table.to_string(index=False))
     if result.search is not None:
-        found = result.search
-        print(f"\nsmallest {found.search.parameter} meeting {found.target} with 95% confidence: "
-              f"{'none up to ' + str(found.search.high) if found.answer is None else found.answer}"
-              f" ({found.steps.step.nunique()} points, {len(found.runs)} runs)")
+        print("\n" + answer_line(result.search))
     print("\nall invariants held in every run" if result.invariants_ok
           else "\nINVARIANTS BROKEN in some runs: see the broken column of the runs table")
     print(f"wrote {len(written)} files to {out}")
@@ -328,7 +362,7 @@ def _sweep(args: argparse.Namespace) -> bool:
 
 def _report(args: argparse.Namespace) -> bool:
     """Build the report, name each page; True when every notebook ran to its end."""
-    pages = build_report(args.notebooks, args.out)
+    pages = build_report(args.notebooks, args.out, jobs=args.jobs)
     for page in pages:
         print(f"{'ok    ' if page.ok else 'FAILED'}  {page.html}"
               + (f"  ({page.error})" if page.error else ""))
@@ -384,7 +418,7 @@ def _service(args: argparse.Namespace) -> None:
                                     coalesce=not args.no_coalesce,
                                     sold_out_flag=not args.no_sold_out_flag)
     serve.serve(config, args.host, args.port, with_worker=not args.no_worker, events=events,
-                plain_asyncio=args.plain_asyncio, workers=args.workers)
+                plain_asyncio=args.plain_asyncio, workers=args.workers, quiet=args.quiet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -58,14 +58,16 @@ class ConsumerTotals:
 def run_consumer(driver: SyncDriver, coupon_id: str, name: str, stop: threading.Event,
                  config: ConsumerConfig = LIVE,
                  clock_ms: Callable[[], int] = wall_clock_ms,
-                 outage_pause_s: float = 0.5) -> ConsumerTotals:
+                 outage_pause_s: float = 0.5,
+                 totals: ConsumerTotals | None = None) -> ConsumerTotals:
     """Run the hardened consumer ``name`` on one coupon until ``stop`` is set.
 
     A Redis or database that fails makes it pause and start over; what it held
-    stays pending and comes back. An unknown coupon or a bug ends it.
+    stays pending and comes back. An unknown coupon or a bug ends it. ``totals``,
+    when given, is summed into as it goes, so a service's health can read it live.
     """
     event: CouponEvent | None = None
-    totals = ConsumerTotals()
+    totals = ConsumerTotals() if totals is None else totals
     while not stop.is_set():
         try:
             if event is None:

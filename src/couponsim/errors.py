@@ -40,6 +40,23 @@ class UnknownCoupon(CouponsimError, LookupError):
         return f"unknown coupon {self.coupon_id!r}: no event was warmed up for it"
 
 
+class CouponHasRows(CouponsimError):
+    """A new event for a coupon ID whose coupons the database already holds: rows of
+    another instance of the event (a simulation run on the same database). Warming it
+    up would let users win in Redis while the database refuses their coupons as over
+    the stock, so every one of them would end compensated."""
+
+    def __init__(self, coupon_id: str, rows: int) -> None:
+        super().__init__(coupon_id, rows)
+        self.coupon_id = coupon_id
+        self.rows = rows
+
+    def __str__(self) -> str:
+        return (f"coupon {self.coupon_id!r} already has {self.rows:,} coupons in the "
+                "database from another event instance (a simulation run on the same "
+                "database?): use a new coupon id or another database")
+
+
 class UnknownRequest(CouponsimError, LookupError):
     """No status is kept for this request: never issued, or its record has expired."""
 

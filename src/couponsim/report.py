@@ -8,8 +8,10 @@ whole notebook). A notebook that fails is still exported, with its error in
 place, and reported: a broken invariant is something the reader must see.
 """
 
+import os
 import sys
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,12 +49,16 @@ class NotebookReport:
 
 def build_report(notebooks: Path, out: Path,
                  parameters: Mapping[str, Mapping[str, Any]] = REPORT_PARAMETERS,
-                 progress: bool = True) -> list[NotebookReport]:
-    """Execute every ``*.ipynb`` of ``notebooks`` (in name order) with ``parameters``
-    and write NAME.ipynb and NAME.html to ``out``."""
+                 progress: bool = True, jobs: int | None = None) -> list[NotebookReport]:
+    """Execute every ``*.ipynb`` of ``notebooks`` with ``parameters`` and write
+    NAME.ipynb and NAME.html to ``out``; pages come back in name order.
+
+    Notebooks run ``jobs`` at a time (default: one per core this process may use),
+    each in its own process and kernel: they share nothing, and one kernel keeps one
+    core busy, so more at once than cores only makes each slower."""
     try:
-        import papermill
-        from nbconvert import HTMLExporter
+        import nbconvert  # noqa: F401
+        import papermill  # noqa: F401  (checked here: the workers import it again)
     except ImportError as exc:
         raise MissingExtra("notebooks", f"the report needs papermill and nbconvert ({exc})"
                            ) from None
@@ -60,23 +66,39 @@ def build_report(notebooks: Path, out: Path,
     if not sources:
         raise InvalidInput(f"no notebooks (*.ipynb) in {notebooks}: run the report from the "
                            "repository's root, or name the directory with --notebooks")
+    if jobs is not None and jobs < 1:
+        raise InvalidInput(f"--jobs {jobs}: at least 1")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidInput(f"--out {out}: {exc}") from None
-    reports = []
-    for source in tqdm(sources, unit="notebook", desc="report", disable=not progress or None,
-                       file=sys.stderr):
-        executed, html = out / source.name, out / f"{source.stem}.html"
-        error = None
-        try:
-            papermill.execute_notebook(source, executed,
-                                       parameters=dict(parameters.get(source.stem, {})),
-                                       cwd=source.parent, progress_bar=False)
-        except papermill.PapermillExecutionError as exc:
-            error = f"{exc.ename}: {exc.evalue}"
-        exporter = HTMLExporter()  # type: ignore[no-untyped-call]  # nbconvert has no hints here
-        body, _resources = exporter.from_filename(str(executed))
-        html.write_text(body, encoding="utf-8")
-        reports.append(NotebookReport(source.stem, html, executed, error))
-    return reports
+    workers = min(len(sources), jobs or len(os.sched_getaffinity(0)))
+    reports: dict[str, NotebookReport] = {}
+    with ProcessPoolExecutor(workers) as pool, tqdm(
+            total=len(sources), unit="notebook", desc=f"report ({workers} at a time)",
+            disable=not progress or None, file=sys.stderr) as bar:
+        futures = [pool.submit(build_page, source, out, dict(parameters.get(source.stem, {})))
+                   for source in sources]
+        for future in as_completed(futures):
+            page = future.result()
+            reports[page.name] = page
+            bar.update(1)
+    return [reports[source.stem] for source in sources]
+
+
+def build_page(source: Path, out: Path, parameters: dict[str, Any]) -> NotebookReport:
+    """One notebook executed (papermill) and exported to one HTML page (nbconvert)."""
+    import papermill
+    from nbconvert import HTMLExporter
+
+    executed, html = out / source.name, out / f"{source.stem}.html"
+    error = None
+    try:
+        papermill.execute_notebook(source, executed, parameters=parameters,
+                                   cwd=source.parent, progress_bar=False)
+    except papermill.PapermillExecutionError as exc:
+        error = f"{exc.ename}: {exc.evalue}"
+    exporter = HTMLExporter()  # type: ignore[no-untyped-call]  # nbconvert has no hints here
+    body, _resources = exporter.from_filename(str(executed))
+    html.write_text(body, encoding="utf-8")
+    return NotebookReport(source.stem, html, executed, error)

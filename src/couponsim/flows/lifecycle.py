@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from couponsim.effects import Command, DbCall, Pipeline, Script
-from couponsim.errors import UnknownCoupon
+from couponsim.errors import CouponHasRows, UnknownCoupon
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow, Variant
 from couponsim.flows.consume import coupon_code
@@ -17,6 +17,7 @@ from couponsim.flows.redeem import cached_coupon
 from couponsim.flows.seed_queue import seed_entries
 from couponsim.flows.status import parse_seed_status
 from couponsim.keys import ISSUE_GROUP, SEED_ISSUE_QUEUE, SEED_STATUS_PREFIX, CouponKeys
+from couponsim.records import CouponLedger
 
 SEED_INFO_TTL_S = 2 * 3600
 """The seed caches the event's definition for 2 hours, as written (S4)."""
@@ -56,6 +57,19 @@ def warm_up(event: CouponEvent) -> Flow[WarmupOutcome]:
     outcome = yield Script("warmup", (keys.info, keys.active, keys.stock, keys.queue),
                            (event.stock, ISSUE_GROUP, *fields))
     return WarmupOutcome(outcome)
+
+
+def warm_up_fresh(event: CouponEvent) -> Flow[WarmupOutcome]:
+    """Warm up as :func:`warm_up`, refusing (``CouponHasRows``) a coupon that Redis does
+    not know while the database holds coupons of it: those belong to another instance
+    of the event, and the new one would compensate every winner. A coupon Redis knows
+    is this instance: warming it again is :func:`warm_up`'s business."""
+    keys = CouponKeys(event.coupon_id)
+    if not (yield Command("EXISTS", (keys.info,))):
+        ledger: CouponLedger = yield DbCall("ledger", (event.coupon_id,))
+        if ledger.coupons:
+            raise CouponHasRows(event.coupon_id, len(ledger.coupons))
+    return (yield from warm_up(event))
 
 
 def warm_up_seed(event: CouponEvent) -> Flow[WarmupOutcome]:

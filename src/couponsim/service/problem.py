@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from couponsim.errors import (
+    CouponHasRows,
     CouponsimError,
     DatabaseUnavailable,
     InvalidInput,
@@ -61,6 +62,8 @@ _ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
     (UnknownRequest, 404, "unknown-request", "No such request"),
     (RequestIdConflict, 409, "request-id-conflict",
      "This request id (Idempotency-Key) belongs to another user"),
+    (CouponHasRows, 409, "coupon-has-rows",
+     "The database holds coupons of another event with this coupon id"),
     (InvalidInput, 400, "invalid-input", "Malformed input"),
     (RedisUnavailable, 503, "redis-unavailable", "Redis is not answering"),
     (DatabaseUnavailable, 503, "database-unavailable", "The database is not answering"),

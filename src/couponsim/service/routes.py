@@ -41,7 +41,7 @@ from couponsim.errors import UnknownRequest
 from couponsim.event import CouponEvent
 from couponsim.flows.gateway import Gateway, GatewayAnswer, gateway_issue
 from couponsim.flows.issue import IssueOutcome, IssueRequest
-from couponsim.flows.lifecycle import WarmupOutcome, warm_up
+from couponsim.flows.lifecycle import WarmupOutcome, warm_up_fresh
 from couponsim.flows.redeem import apply_coupon, coupons_held, release_coupon
 from couponsim.flows.throttle import SharedLimit, acquire_shared
 from couponsim.flows.waiting_room import PRE_QUEUE_SPREAD, room_status
@@ -325,7 +325,7 @@ async def cancel(order_id: str, body: CancelBody, user: User, request: Request) 
              dependencies=[Admin], responses=responses(400, 401, 403, 409, 413, 422, 503))
 async def define_event(body: EventBody, request: Request) -> WarmupAnswer:
     """Define and warm up an event; the scheduler opens it at ``starts_at_ms``."""
-    outcome = await _driver(request).run(warm_up(CouponEvent(**body.model_dump())))
+    outcome = await _driver(request).run(warm_up_fresh(CouponEvent(**body.model_dump())))
     if outcome is WarmupOutcome.STARTED:
         raise Problem(409, "already-started", "The event has started: nothing was changed")
     return WarmupAnswer(coupon_id=body.coupon_id, outcome=outcome.value)
@@ -333,10 +333,18 @@ async def define_event(body: EventBody, request: Request) -> WarmupAnswer:
 
 @router.get("/health", responses=responses(503))
 async def health(request: Request) -> dict[str, str]:
-    """Ready: Redis and the database both answer (503 problem otherwise)."""
+    """Ready: Redis and the database both answer, and the worker in this process (if
+    any) is not compensating every coupon it decides (503 problem otherwise)."""
     driver = _driver(request)
     await driver.execute(Command("PING"))
     await driver.execute(DbCall("ping"))
+    worker = getattr(request.app.state, "worker", None)
+    failing = worker.compensating_only() if worker is not None else []
+    if failing:
+        raise Problem(503, "degraded", "The worker compensates every coupon it decides",
+                      f"coupon {', '.join(failing)}: every decision so far is a compensation; "
+                      "users are told FAILED (does the database hold another event's "
+                      "coupons under this id?)")
     return {"redis": "ok", "database": "ok"}
 
 

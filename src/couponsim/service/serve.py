@@ -13,6 +13,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,7 +22,7 @@ from couponsim.connection import connect
 from couponsim.drivers.sync import SyncDriver
 from couponsim.errors import InvalidInput
 from couponsim.event import CouponEvent
-from couponsim.flows.lifecycle import warm_up
+from couponsim.flows.lifecycle import warm_up_fresh
 from couponsim.persistence.repository import Repository
 from couponsim.service.app import build_app
 from couponsim.service.config import ServiceConfig
@@ -52,11 +53,12 @@ def app_from_env() -> FastAPI:
 
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
           with_worker: bool = True, events: Sequence[CouponEvent] = (),
-          plain_asyncio: bool = False, workers: int = 1) -> None:
+          plain_asyncio: bool = False, workers: int = 1, quiet: bool = False) -> None:
     """Warm up ``events``, start the worker (unless another process runs one) and
     serve until interrupted, in ``workers`` service processes. ``plain_asyncio``:
     asyncio's own loop and the pure-Python h11 parser rather than uvloop and
-    httptools, to measure what those bring."""
+    httptools, to measure what those bring. Unless ``quiet``, say where the service
+    answers and log each request as uvicorn does."""
     if workers < 1:
         raise InvalidInput(f"workers must be at least 1, got {workers}")
     if workers > 1 and config.redis_url.startswith("fake://"):
@@ -65,23 +67,42 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
     repository = Repository.from_url(config.db_url)
     driver = SyncDriver(connect(config.redis_url), config.redis_url, repository)
     for event in events:
-        driver.run(warm_up(event))
+        driver.run(warm_up_fresh(event))
     worker = Worker(config.redis_url, repository) if with_worker else None
     if worker is not None:
         worker.start()
+    if not quiet:
+        print("\n".join(addresses(host, port, config, events)), flush=True)
     try:
-        options = server_options(plain_asyncio)
+        options = server_options(plain_asyncio) | {
+            "log_level": "warning" if quiet else "info", "access_log": not quiet}
         if workers == 1:
-            uvicorn.run(build_app(config), host=host, port=port, log_level="warning",
-                        **options)
-        else:
+            app = build_app(config)
+            app.state.worker = worker          # /health reads what its consumers decide
+            uvicorn.run(app, host=host, port=port, **options)
+        else:   # /health in those processes cannot see this process's worker
             os.environ[CONFIG_ENV] = json.dumps(dataclasses.asdict(config))
             uvicorn.run("couponsim.service.serve:app_from_env", factory=True, workers=workers,
-                        host=host, port=port, log_level="warning", **options)
+                        host=host, port=port, **options)
     finally:
         if worker is not None:
             worker.stop()
         repository.engine.dispose()
+
+
+def addresses(host: str, port: int, config: ServiceConfig,
+              events: Sequence[CouponEvent]) -> list[str]:
+    """What a person starting the service needs first: where it answers, and on what."""
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    lines = [f"couponsim service on {base}",
+             f"  waiting-room page  {base}/",
+             f"  OpenAPI            {base}/docs  (schema: {base}/openapi.json)",
+             f"  health             {base}/health",
+             f"  Redis {config.redis_url}; database {config.db_url}"]
+    lines += [f"  event {event.coupon_id}: {event.stock:,} coupons, opens at "
+              f"{datetime.fromtimestamp(event.starts_at_ms / 1000, UTC):%H:%M:%S} UTC"
+              for event in events]
+    return lines
 
 
 def work(redis_url: str, db_url: str) -> None:

@@ -8,6 +8,7 @@ transitions are scripts that refuse to go back, admission takes each user
 exactly once, consumers share the coupon's consumer group.
 """
 
+import functools
 import logging
 import os
 import re
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from couponsim.connection import connect
-from couponsim.consumers import run_consumer
+from couponsim.consumers import ConsumerTotals, run_consumer
 from couponsim.drivers.sync import SyncDriver, wall_clock_ms
 from couponsim.errors import CouponsimError, DatabaseUnavailable, RedisUnavailable
 from couponsim.flows.gateway import Gateway, admission_round
@@ -54,6 +55,15 @@ class Worker:
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False)
     _consumed: set[str] = field(default_factory=set, init=False)
+    consumers: dict[str, ConsumerTotals] = field(default_factory=dict, init=False)
+    """What this process's consumer of each coupon has decided so far."""
+
+    def compensating_only(self) -> list[str]:
+        """The coupons whose consumer here has compensated every request it decided: a
+        database that refuses every coupon (rows of another event under the same id)
+        leaves each winner FAILED while Redis and the database both answer."""
+        return sorted(coupon for coupon, totals in self.consumers.items()
+                      if totals.compensated and not totals.persisted)
 
     def start(self) -> None:
         self._spawn("couponsim-scheduler", self._schedule)
@@ -104,7 +114,9 @@ class Worker:
             if coupon_id not in self._consumed:
                 driver.run(recover_admitted(coupon_id, wall_clock_ms()))
                 self._consumed.add(coupon_id)
-                self._spawn(f"couponsim-consumer-{coupon_id}", run_consumer, self._driver(),
+                totals = self.consumers.setdefault(coupon_id, ConsumerTotals())
+                self._spawn(f"couponsim-consumer-{coupon_id}",
+                            functools.partial(run_consumer, totals=totals), self._driver(),
                             coupon_id, worker_name(), self._stop)
             driver.run(admission_round(self.gateway, coupon_id, self.config.admission_batch))
         except (RedisUnavailable, DatabaseUnavailable):

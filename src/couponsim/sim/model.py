@@ -125,6 +125,8 @@ class Run:
     requests: list[RequestRecord] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     checkouts: list[CheckoutRecord] = field(default_factory=list)
+    admissions: list[tuple[float, int]] = field(default_factory=list)
+    """Per admission round that ran: when (ms) and how many users the room served."""
     gateway: Gateway | None = None
     end_ms: float = 0.0
     failover: Failover | None = None
@@ -451,6 +453,8 @@ class Model:
                 self.run.gateway, self.scenario.event.coupon_id, spec.admission_batch))
             if admission is None:
                 continue
+            self.run.admissions.append((self.env.now, sum(
+                outcome != "REQUEUE" for outcome in admission.outcomes.values())))
             told = self.room_news if admission.drained else {
                 user: news for user, news in self.room_news.items() if user in admission.outcomes}
             for news in list(told.values()):

@@ -58,7 +58,9 @@ class Outcome:
                           self.checkouts.groupby(["action", "outcome"]).size().items()}
             if len(self.checkouts) else {},
             "sell_out_s": None if sold_out.empty else round(float(sold_out.iloc[0]), 3),
+            "last_arrival_s": round(float(people.arrival_s.max()), 3),
             "all_final_s": round(float(people.final_s.max()), 3),
+            "last_stored_s": round(float(stored.final_s.max()), 3) if len(stored) else None,
             "answer_latency_ms_by_path": latency,
             "coupon_stored_latency_ms": {f"p{q}": round(float(
                 stored.status_ms.quantile(q / 100)), 2) for q in (50, 95, 99)}
@@ -135,7 +137,8 @@ def judge_fairness(run: Run, winners: list[str]) -> Fairness:
 
 
 def save(outcome: Outcome, directory: Path) -> list[Path]:
-    """Write the tables (CSV), the summary (JSON) and the figures (PNG) to ``directory``."""
+    """Write the tables (CSV), the summary (JSON) and the planner's figure (PNG) to
+    ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / "requests.csv", directory / "timeline.csv",
                directory / "checkouts.csv", directory / "summary.json",
@@ -144,49 +147,8 @@ def save(outcome: Outcome, directory: Path) -> list[Path]:
     outcome.timeline.to_csv(written[1], index=False)
     outcome.checkouts.to_csv(written[2], index=False)
     written[3].write_text(json.dumps(outcome.summary, indent=2, default=str))
+    # Imported here: matplotlib costs every CLI command half a second at start.
+    from couponsim.sim.figures import figure
+
     figure(outcome).savefig(written[4], dpi=110, bbox_inches="tight")
     return written
-
-
-def figure(outcome: Outcome) -> Any:
-    """Throughput and stock, answer latency by path, backlog and room, breaker state."""
-    import matplotlib.pyplot as plt
-
-    timeline, requests = outcome.timeline, outcome.requests
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
-    scenario = outcome.run.scenario
-    fig.suptitle(f"{scenario.name} ({scenario.variant}): {scenario.traffic.users:,} users, "
-                 f"{scenario.event.stock:,} coupons")
-    ax = axes[0][0]
-    ax.plot(timeline.t_s, timeline.answered * 10, label="answers per second")
-    ax.set(xlabel="time from 14:00:00 (s)", ylabel="answers per second",
-           title="Throughput and stock")
-    twin = ax.twinx()
-    twin.plot(timeline.t_s, timeline.stock_left, color="tab:red", label="stock left")
-    twin.set_ylabel("stock left (coupons)")
-    ax.legend(loc="upper left")
-    twin.legend(loc="upper right")
-    ax = axes[0][1]
-    answered = requests.dropna(subset=["answer_ms"])
-    quantiles = answered.groupby("path").answer_ms.quantile([0.5, 0.95, 0.99]).unstack()
-    quantiles.plot.barh(ax=ax)   # horizontal: the paths' names are long
-    ax.set(ylabel="path through the service", xlabel="time to answer (ms)",
-           title="Answer latency percentiles by path")
-    ax.legend(["p50", "p95", "p99"])
-    ax = axes[1][0]
-    ax.plot(timeline.t_s, timeline.backlog, label="queue backlog (entries)")
-    ax.plot(timeline.t_s, timeline.room, label="waiting room (users)")
-    ax.set(xlabel="time from 14:00:00 (s)", ylabel="size", title="Queue and waiting room")
-    ax.legend()
-    ax = axes[1][1]
-    states = ["CLOSED", "HALF_OPEN", "OPEN"]
-    level = timeline.breaker.map({s: i for i, s in enumerate(states)})
-    if level.notna().any():
-        ax.step(timeline.t_s, level, where="post", label="breaker state")
-        ax.set_yticks(range(len(states)), states)
-    else:
-        ax.text(0.5, 0.5, "no gateway in this scenario", ha="center", va="center",
-                transform=ax.transAxes)
-    ax.set(xlabel="time from 14:00:00 (s)", title="Circuit breaker state")
-    fig.tight_layout()
-    return fig

@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 
 from couponsim.sweep.plots import metric_plot, search_plot
 from couponsim.sweep.runner import RunStore, run_all, tasks
-from couponsim.sweep.search import SearchResult, bisect
-from couponsim.sweep.spec import SweepSpec
-from couponsim.sweep.stats import runs_table, summary_table
+from couponsim.sweep.search import SearchResult, bisect, decide
+from couponsim.sweep.spec import SweepSpec, Target
+from couponsim.sweep.stats import runs_table, summary_table, verdict
 
 
 @dataclass(frozen=True)
@@ -37,18 +37,38 @@ class SweepResult:
         return all(bool(t.invariants_ok.all()) for t in tables if t is not None)
 
 
-def run_sweep(spec: SweepSpec, executor: Executor, out: Path,
-              progress: bool = True) -> SweepResult:
+def run_sweep(spec: SweepSpec, executor: Executor, out: Path, progress: bool = True,
+              until_decisive: int | None = None) -> SweepResult:
     """Run the grid (every point x replication), then the target search, on ``executor``;
-    finished runs are kept under ``out/runs`` and not run again."""
+    finished runs are kept under ``out/runs`` and not run again. With a target, each
+    grid point gets a verdict; ``until_decisive`` adds replications to the
+    inconclusive ones (grid and search alike), up to that many runs per point."""
     store = RunStore(out / "runs")
     runs = summary = None
     if spec.parameters:
-        records = run_all(tasks(spec, spec.points()), executor, store, progress, spec.name)
+        parameters = [name for name, _ in spec.parameters]
+        points = spec.points()
+        records = run_all(tasks(spec, points), executor, store, progress, spec.name)
+        if spec.target is not None and until_decisive is not None:
+            records = [record for point in points for record in decide(
+                spec, point, executor, store, until_decisive, progress)[0]]
         runs = runs_table(records, spec.metrics)
-        summary = summary_table(runs, [name for name, _ in spec.parameters], spec.metrics)
-    found = bisect(spec, executor, store, progress) if spec.search else None
+        summary = summary_table(runs, parameters, spec.metrics)
+        if spec.target is not None:
+            summary = with_verdicts(summary, runs, parameters, spec.target)
+    found = bisect(spec, executor, store, progress, until_decisive) if spec.search else None
     return SweepResult(spec, runs, summary, found)
+
+
+def with_verdicts(summary: pd.DataFrame, runs: pd.DataFrame, parameters: list[str],
+                  target: Target) -> pd.DataFrame:
+    """The summary with a ``verdict`` column on the target metric's rows (meets,
+    misses, inconclusive); empty on the other metrics' rows."""
+    found = {values if isinstance(values, tuple) else (values,): verdict(group, target).value
+             for values, group in runs.groupby(parameters, sort=False)}
+    column = [found[tuple(row[parameters])] if row.metric == target.metric else ""
+              for _, row in summary.iterrows()]
+    return summary.assign(verdict=column)
 
 
 def save(result: SweepResult, out: Path) -> list[Path]:
@@ -75,7 +95,11 @@ def save(result: SweepResult, out: Path) -> list[Path]:
         found.steps.to_csv(out / "search.csv", index=False)
         (out / "search.json").write_text(json.dumps(
             {"parameter": found.search.parameter, "target": str(found.target),
-             "answer": found.answer, "points": int(found.steps.step.nunique()),
+             "answer": found.answer, "inconclusive": found.inconclusive,
+             "out_of_reach": found.out_of_reach,
+             "verdicts": {str(row[found.search.parameter]): row.verdict for _, row in
+                          found.steps[found.steps.metric == found.target.metric].iterrows()},
+             "points": int(found.steps.step.nunique()),
              "runs": len(found.runs), "invariants_ok": bool(found.runs.invariants_ok.all())},
             indent=2))
         figure = Figure(figsize=(8, 4.5))

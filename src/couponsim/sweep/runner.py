@@ -59,10 +59,14 @@ def replication_seed(sweep_seed: int, replication: int) -> int:
     return int(child.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def tasks(spec: SweepSpec, points: Iterable[Point]) -> list[RunTask]:
-    """Every replication of every point, point by point."""
+def tasks(spec: SweepSpec, points: Iterable[Point],
+          replications: Iterable[int] | None = None) -> list[RunTask]:
+    """Every replication of every point, point by point: the sweep's ``0..n-1``, or
+    the given ones (more of a point that needs them, on the same seeds as any other
+    point's replications of those numbers)."""
+    numbers = list(range(spec.replications) if replications is None else replications)
     return [RunTask(point, r, spec.scenario_at(point, replication_seed(spec.seed, r)))
-            for point in points for r in range(spec.replications)]
+            for point in points for r in numbers]
 
 
 def execute(task: RunTask) -> dict[str, Any]:

@@ -70,6 +70,11 @@ class Target:
         edge = interval.high if self.comparison == "<=" else interval.low
         return _COMPARE[self.comparison](edge, self.value)
 
+    def missed_by(self, interval: Interval) -> bool:
+        """Missed *with confidence*: the whole interval is on the wrong side."""
+        edge = interval.low if self.comparison == "<=" else interval.high
+        return not _COMPARE[self.comparison](edge, self.value)
+
     def __str__(self) -> str:
         return f"{self.metric} {self.comparison} {self.value:g}"
 

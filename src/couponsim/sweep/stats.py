@@ -5,6 +5,7 @@ take them as they are. The per-run table holds nothing that depends on the
 machine (no wall times), so the same sweep gives the same table anywhere.
 """
 
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -53,8 +54,24 @@ def summary_table(runs: pd.DataFrame, parameters: list[str],
     return pd.DataFrame(rows, columns=[*parameters, *SUMMARY_COLUMNS])
 
 
-def meets(runs: pd.DataFrame, target: Target) -> bool:
-    """Whether the runs of one point meet the target with 95% confidence."""
+class Verdict(StrEnum):
+    """What the runs of one point say about a target, at 95% confidence."""
+
+    MEETS = "meets"
+    """The whole interval is on the target's side."""
+    MISSES = "misses"
+    """The whole interval is on the other side."""
+    INCONCLUSIVE = "inconclusive"
+    """The interval straddles the target (or fewer than two runs have the metric):
+    more replications may decide it."""
+
+
+def verdict(runs: pd.DataFrame, target: Target) -> Verdict:
+    """The runs of one point against the target."""
     found = interval(runs[target.metric])
-    return found is not None and target.met_by(found)
+    if found is None:
+        return Verdict.INCONCLUSIVE
+    if target.met_by(found):
+        return Verdict.MEETS
+    return Verdict.MISSES if target.missed_by(found) else Verdict.INCONCLUSIVE
 
