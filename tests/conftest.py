@@ -35,18 +35,11 @@ POSTGRES_URL = os.environ.get("DATABASE_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups (--dist loadgroup)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep on one xdist worker what must share a process: a notebook's cells (nbval
-    runs them in order on one kernel), and the tests on the Redis Cluster (one cluster
-    of six servers per process is enough). Notebooks are slow: ``-m "not slow"``
-    leaves them out of the quick loop."""
+    """Notebooks are slow: ``-m "not slow"`` leaves them out of the quick loop."""
     for item in items:
         if item.path.suffix == ".ipynb":
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
             item.add_marker(pytest.mark.slow)
-        elif item.get_closest_marker("redis_cluster") is not None:
-            item.add_marker(pytest.mark.xdist_group("redis-cluster"))
 
 
 @dataclass
