@@ -12,6 +12,7 @@ from couponsim.drivers.sync import SyncDriver
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow, lifecycle
 from couponsim.flows.issue import IssueCall, IssueRequest, issue_batch
+from couponsim.flows.throttle import SharedLimit, acquire_shared_batch
 
 from .conftest import Backend
 from .store_dump import dump
@@ -73,3 +74,16 @@ def test_issue_batches_answer_and_store_as_one_call_each(
 
     cuts = data.draw(st.sets(st.integers(1, max(1, len(calls) - 1))), label="cuts")
     _differential(backend, setup, issue_batch, calls, cuts)
+
+
+@DIFFERENTIAL
+@given(times=st.lists(st.integers(0, 60_000), min_size=1, max_size=25),
+       limit=st.integers(1, 3), data=st.data())
+def test_rate_limiter_batches_answer_and_store_as_one_call_each(
+        backend: Backend, times: list[int], limit: int, data: st.DataObject) -> None:
+    """A period of ``limit`` x 10 s: the key's time to live (Redis's wall clock) outlasts
+    the test, so expiry between calls cannot tell the two runs apart."""
+    shared = SharedLimit("issue", limit, limit * 10_000)
+    cuts = data.draw(st.sets(st.integers(1, max(1, len(times) - 1))), label="cuts")
+    _differential(backend, lambda _driver: None,
+                  lambda part: acquire_shared_batch(shared, part), times, cuts)

@@ -5,6 +5,7 @@ one instance's calls; behind a load balancer each instance would let its own
 budget through. This one counts them all.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from couponsim.effects import Script
@@ -34,8 +35,18 @@ class Verdict:
 
 
 def acquire_shared(limit: SharedLimit, now_ms: int) -> Flow[Verdict]:
-    validate_ms("now_ms", now_ms)
-    allowed, retry_after = yield Script(
-        "gcra", (rate_limit_key(limit.name),),
-        (now_ms, limit.period_ms / limit.limit, limit.limit))
-    return Verdict(bool(allowed), int(retry_after))
+    (verdict,) = yield from acquire_shared_batch(limit, [now_ms])
+    return verdict
+
+
+def acquire_shared_batch(limit: SharedLimit, times_ms: Sequence[int]) -> Flow[list[Verdict]]:
+    """Many requests against ``limit`` in one script call, decided in their order exactly
+    as one call each would decide them; one verdict per request, in order."""
+    if not times_ms:
+        return []
+    for now_ms in times_ms:
+        validate_ms("now_ms", now_ms)
+    replies = yield Script("gcra", (rate_limit_key(limit.name),),
+                           (limit.period_ms / limit.limit, limit.limit, *times_ms))
+    return [Verdict(bool(replies[2 * n]), int(replies[2 * n + 1]))
+            for n in range(len(times_ms))]
