@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from couponsim.effects import Command, Script
+from couponsim.effects import BatchShape, Command, Script
 from couponsim.errors import InvalidInput, RequestIdConflict, UnknownCoupon
 from couponsim.flows import Flow, Variant
 from couponsim.flows.status import RequestState, RequestStatus
@@ -53,6 +53,10 @@ class IssueResult:
     """For ISSUED: which of this user's coupons of the event it is (1 for the first)."""
 
 
+ISSUE_SHAPE = BatchShape(shared_keys=5, shared_args=2, keys_each=1, args_each=3, reply_each=3)
+"""lua/issue.lua's layout: the event's five keys, then each request's record; the coupon
+and the records' lifetime, then each request's id, user and time."""
+
 IssueCall = tuple[IssueRequest, int]
 """A request with the time it was made (ms on the caller's clock)."""
 IssueAnswer = IssueResult | UnknownCoupon | RequestIdConflict
@@ -85,6 +89,7 @@ def issue_batch(calls: Sequence[IssueCall]) -> Flow[list[IssueAnswer]]:
         (coupon_id, REQUEST_RECORD_TTL_S,
          *(part for request, now_ms in calls
            for part in (request.request_id, request.user_id, now_ms))),
+        ISSUE_SHAPE,
     )
     return [_answer(request, *replies[3 * n:3 * n + 3])
             for n, (request, _now) in enumerate(calls)]

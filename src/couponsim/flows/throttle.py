@@ -8,11 +8,14 @@ budget through. This one counts them all.
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from couponsim.effects import Script
+from couponsim.effects import BatchShape, Script
 from couponsim.errors import InvalidInput
 from couponsim.flows import Flow
 from couponsim.ids import validate_ms
 from couponsim.keys import rate_limit_key
+
+GCRA_SHAPE = BatchShape(shared_keys=1, shared_args=2, keys_each=0, args_each=1, reply_each=2)
+"""lua/gcra.lua's layout: the limit's key, its interval and burst, then each request's time."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ def acquire_shared_batch(limit: SharedLimit, times_ms: Sequence[int]) -> Flow[li
     for now_ms in times_ms:
         validate_ms("now_ms", now_ms)
     replies = yield Script("gcra", (rate_limit_key(limit.name),),
-                           (limit.period_ms / limit.limit, limit.limit, *times_ms))
+                           (limit.period_ms / limit.limit, limit.limit, *times_ms),
+                           GCRA_SHAPE)
     return [Verdict(bool(replies[2 * n]), int(replies[2 * n + 1]))
             for n in range(len(times_ms))]
