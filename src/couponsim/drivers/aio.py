@@ -163,7 +163,8 @@ class AsyncDriver:
     async def _send_batch(self, batch: list[tuple[Command | Script, "asyncio.Future[Any]"]]
                           ) -> None:
         self.round_trips += 1
-        calls = _merged_calls(batch)
+        calls = [(effect, [batch[n] for n in members])
+                 for effect, members in batches.calls([effect for effect, _f in batch])]
         self.calls_sent += len(calls)
         try:
             # On a cluster: one pipeline per node, each command routed by its key (EVALSHA
@@ -189,9 +190,7 @@ class AsyncDriver:
                     reply = await self._send(self.client, effect)
                 except Exception as exc:
                     reply = exc
-            answers = ([reply] * len(members) if isinstance(reply, Exception)
-                       or len(members) == 1 else
-                       batches.split(_scripts(members), reply))
+            answers = batches.answers([member for member, _future in members], reply)
             for (_member, future), answer in zip(members, answers, strict=True):
                 if future.done():
                     continue
@@ -289,28 +288,3 @@ class AsyncDriver:
                 return await self.script(name)(keys=list(keys), args=list(args), client=target)
         raise TypeError(f"not a Redis effect: {effect!r}")
 
-
-Pending = tuple[Command | Script, "asyncio.Future[Any]"]
-
-
-def _merged_calls(batch: list[Pending]) -> list[tuple[Command | Script, list[Pending]]]:
-    """The calls that send ``batch``, each with the effects it answers, in order: the
-    calls of a batched script with the same shared part become one."""
-    calls: list[tuple[Command | Script, list[Pending]]] = []
-    merged: dict[Any, int] = {}
-    for pending in batch:
-        effect = pending[0]
-        key = batches.merge_key(effect) if isinstance(effect, Script) else None
-        if key is None or key not in merged:
-            if key is not None:
-                merged[key] = len(calls)
-            calls.append((effect, [pending]))
-        else:
-            calls[merged[key]][1].append(pending)
-    return [(effect if len(members) == 1 else batches.merge(_scripts(members)), members)
-            for effect, members in calls]
-
-
-def _scripts(members: list[Pending]) -> list[Script]:
-    """The effects of a merged call: only scripts are ever merged."""
-    return [effect for effect, _future in members if isinstance(effect, Script)]

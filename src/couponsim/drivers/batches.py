@@ -9,7 +9,7 @@ reads done once.
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from couponsim.effects import Script
+from couponsim.effects import Command, Script
 
 
 def merge_key(script: Script) -> Hashable | None:
@@ -43,3 +43,36 @@ def split(scripts: Sequence[Script], reply: Sequence[Any]) -> list[list[Any]]:
         replies.append(list(reply[at:at + size]))
         at += size
     return replies
+
+
+def calls(effects: Sequence[Command | Script]) -> list[tuple[Command | Script, list[int]]]:
+    """The calls that send ``effects``, each with the positions of the effects it
+    answers, in the order of their first effect: the calls of a batched script with the
+    same shared part become one, at the place of the first of them."""
+    grouped: list[tuple[Command | Script, list[int]]] = []
+    merged: dict[Hashable, int] = {}
+    for position, effect in enumerate(effects):
+        key = merge_key(effect) if isinstance(effect, Script) else None
+        if key is not None and key in merged:
+            grouped[merged[key]][1].append(position)
+            continue
+        if key is not None:
+            merged[key] = len(grouped)
+        grouped.append((effect, [position]))
+    return [(effect if len(members) == 1
+             else merge([_script(effects[n]) for n in members]), members)
+            for effect, members in grouped]
+
+
+def answers(effects: Sequence[Command | Script], reply: Any) -> list[Any]:
+    """Each of ``effects``' answer from the reply of the one call that sent them all: a
+    single effect's is the reply itself, an error is every member's, and a merged
+    call's reply is split."""
+    if len(effects) == 1 or isinstance(reply, Exception):
+        return [reply] * len(effects)
+    return split([_script(effect) for effect in effects], reply)
+
+
+def _script(effect: Command | Script) -> Script:
+    assert isinstance(effect, Script), "only scripts are merged"
+    return effect
