@@ -62,7 +62,7 @@ def redis_benchmark(driver: SyncDriver, url: str, calls: int) -> float | None:
         "-r", "1000000000", "--csv",
         "EVALSHA", sha, "6", keys.info, keys.active, keys.stock, keys.holders, keys.queue,
         keys.request("r__rand_int__"),
-        "r__rand_int__", "u__rand_int__", COUPON, "1", str(REQUEST_RECORD_TTL_S),
+        COUPON, str(REQUEST_RECORD_TTL_S), "r__rand_int__", "u__rand_int__", "1",
     ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     row = output.strip().splitlines()[-1].split(",")

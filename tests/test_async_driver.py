@@ -138,3 +138,32 @@ def test_coalescing_sends_one_pipeline_per_loop_turn_with_the_same_answers(
         invariants = await plain.run(check_invariants("c1"))
         assert invariants.ok and invariants.issued == 30
     run_async(test)
+
+
+def test_coalescing_sends_concurrent_issues_as_one_batched_script_call(
+        run_async: Callable[[AsyncTest], None]) -> None:
+    """A loop turn's issue requests for one coupon leave as one call of the batched
+    script, and each caller gets the answer one call each in that order would give."""
+    async def test(plain: AsyncDriver) -> None:
+        driver = AsyncDriver(plain.client, plain.url, plain.repository, coalesce=True)
+        await plain.run(lifecycle.open_event(CouponEvent("c1", stock=30), Variant.HARDENED))
+        await plain.run(lifecycle.open_event(CouponEvent("c2", stock=5), Variant.HARDENED))
+        real = not plain.url.startswith("fake://")
+        if real:
+            await plain.client.config_resetstat()
+        requests = [IssueRequest(f"c{1 + n % 2}", f"u{n % 40}", f"r{n}") for n in range(50)]
+        answers = await asyncio.gather(*(driver.run(issue(request, 10))
+                                         for request in requests))
+        assert driver.round_trips == 1 and driver.calls_sent == 2, "one call per coupon"
+        if real:
+            stats = await plain.client.info("commandstats")
+            assert stats["cmdstat_evalsha"]["calls"] == 2
+        by_coupon = {coupon: [a.outcome for r, a in zip(requests, answers, strict=True)
+                              if r.coupon_id == coupon] for coupon in ("c1", "c2")}
+        assert by_coupon["c1"] == [IssueOutcome.ISSUED] * 20 + [IssueOutcome.DUPLICATE] * 5
+        assert by_coupon["c2"] == [IssueOutcome.ISSUED] * 5 + [IssueOutcome.SOLD_OUT] * 15 \
+            + [IssueOutcome.DUPLICATE] * 5
+        for coupon, issued in (("c1", 20), ("c2", 5)):
+            invariants = await plain.run(check_invariants(coupon))
+            assert invariants.ok and invariants.issued == issued
+    run_async(test)

@@ -127,6 +127,26 @@ def test_pipelined_batches_give_the_same_answers(driver: SyncDriver) -> None:
     assert driver.run(check_invariants("c1")).ok
 
 
+def test_pipelined_issues_for_one_coupon_leave_as_one_script_call(
+        driver: SyncDriver, backend: Backend) -> None:
+    """A round's issue calls for one coupon are one call of the batched script, each
+    request still answered as one call each in that order would be."""
+    open_event(driver, stock=2)
+    open_event(driver, coupon_id="c2", stock=1)
+    users = ["u1", "u2", "u1", "u3", "u4", "u5"]
+    flows = [issue(IssueRequest(f"c{1 + n % 2}", user, f"r{n}"), 5)
+             for n, user in enumerate(users)]
+    if backend.name == "real":
+        backend.client.config_resetstat()
+    results = driver.run_batch(flows)
+    assert [(r.request_id, r.outcome) for r in results] == [
+        ("r0", "ISSUED"), ("r1", "ISSUED"), ("r2", "DUPLICATE"), ("r3", "SOLD_OUT"),
+        ("r4", "ISSUED"), ("r5", "SOLD_OUT")]
+    if backend.name == "real":
+        assert backend.client.info("commandstats")["cmdstat_evalsha"]["calls"] == 2
+    assert driver.run(check_invariants("c1")).ok and driver.run(check_invariants("c2")).ok
+
+
 def test_a_redis_that_is_down_is_a_clear_error_naming_the_url() -> None:
     url = "redis://:secret@127.0.0.1:1/0"
     with pytest.raises(RedisUnavailable, match=r"redis://:\*\*\*@127\.0\.0\.1:1/0") as caught:

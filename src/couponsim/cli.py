@@ -176,7 +176,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL,
-                        help="fake://NAME (embedded, default), redis://, rediss:// or unix://")
+                        help="fake://NAME (embedded, default), local://NAME (a private "
+                             "redis-server from PATH, for this run), redis://, rediss:// or "
+                             "unix://")
     parser.add_argument("--db-url", default=DEFAULT_DATABASE_URL,
                         help="sqlite:///FILE (default) or postgresql+psycopg://...")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -1,6 +1,8 @@
-"""Connections by URL: ``fake://NAME`` (the embedded default), ``redis://``,
-``rediss://``, ``unix://`` and ``redis+cluster://HOST:PORT`` (a Redis Cluster
-reached through any one of its nodes, served by redis-py's RedisCluster).
+"""Connections by URL: ``fake://NAME`` (the embedded default), ``local://NAME`` (a
+private redis-server this process starts from PATH, see
+:func:`couponsim.local_redis.private_server`), ``redis://``, ``rediss://``,
+``unix://`` and ``redis+cluster://HOST:PORT`` (a Redis Cluster reached through
+any one of its nodes, served by redis-py's RedisCluster).
 
 Every ``fake://NAME`` URL names one in-process FakeServer, shared by every
 client made for that URL, so a job and its checker see the same data just as
@@ -16,6 +18,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from couponsim.errors import RedisUnavailable, UnknownRedisUrl
+from couponsim.local_redis import private_server
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
 DEFAULT_REDIS_URL = "fake://default"
 REAL_SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
+LOCAL_SCHEME = "local"
 CLUSTER_SCHEME = "redis+cluster"
 
 RedisClient: TypeAlias = redis.Redis | RedisCluster
@@ -48,6 +52,18 @@ def redact(url: str) -> str:
     return url if parts == original else urlunsplit(parts)
 
 
+def resolve(url: str) -> str:
+    """``url`` itself, or for ``local://NAME`` the ``redis://`` URL of NAME's private
+    server in this process, started now if it is not running yet."""
+    parts = urlsplit(url)
+    if parts.scheme != LOCAL_SCHEME:
+        return url
+    if parts.path.strip("/") or parts.query or parts.port is not None:
+        raise UnknownRedisUrl(f"Redis URL {redact(url)!r}: a local:// URL is local://NAME, "
+                              "with no port, database or options")
+    return private_server(parts.netloc or "default").url
+
+
 def connect(url: str = DEFAULT_REDIS_URL, *, check: bool = True) -> RedisClient:
     """A client for ``url`` that decodes replies to ``str``.
 
@@ -56,6 +72,7 @@ def connect(url: str = DEFAULT_REDIS_URL, *, check: bool = True) -> RedisClient:
     cluster client always contacts the cluster at once, ``check`` or not:
     RedisCluster learns the slot map when it is made.
     """
+    url = resolve(url)
     scheme = urlsplit(url).scheme
     client: RedisClient
     if scheme == CLUSTER_SCHEME:
@@ -75,7 +92,7 @@ def connect(url: str = DEFAULT_REDIS_URL, *, check: bool = True) -> RedisClient:
             raise UnknownRedisUrl(f"malformed Redis URL {redact(url)!r}: {exc}") from None
     else:
         raise UnknownRedisUrl(
-            f"unknown Redis URL {redact(url)!r}: use fake://NAME or one of "
+            f"unknown Redis URL {redact(url)!r}: use fake://NAME, local://NAME or one of "
             + ", ".join(f"{s}://" for s in REAL_SCHEMES)
         )
     if check:
@@ -115,6 +132,7 @@ async def connect_async(url: str = DEFAULT_REDIS_URL, *,
     import redis.asyncio
     import redis.asyncio.cluster
 
+    url = resolve(url)
     parts = urlsplit(url)
     if parts.scheme != CLUSTER_SCHEME:   # the sync cluster client would contact the cluster
         connect(url, check=False).close()  # the same URL validation, without a round trip

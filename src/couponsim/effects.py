@@ -21,12 +21,32 @@ class Command:
 
 
 @dataclass(frozen=True)
+class BatchShape:
+    """How a script that takes a batch of requests (lua/issue.lua, lua/gcra.lua) lays
+    out one call: the first ``shared_keys`` KEYS and ``shared_args`` ARGV are what
+    every request of the batch shares, then each request has ``keys_each`` KEYS and
+    ``args_each`` ARGV of its own, in order, and ``reply_each`` values in the reply.
+
+    Two calls of one script with the same shared part are one call of both batches,
+    one after the other: how a driver sends the calls of concurrent requests as one.
+    """
+
+    shared_keys: int
+    shared_args: int
+    keys_each: int
+    args_each: int
+    reply_each: int
+
+
+@dataclass(frozen=True)
 class Script:
     """One call of a script from lua/ by name, with its KEYS and ARGV."""
 
     name: str
     keys: tuple[str, ...]
     args: tuple[str | int | float, ...] = ()
+    shape: BatchShape | None = None
+    """For a script that takes a batch: how its call is laid out."""
 
 
 @dataclass(frozen=True)

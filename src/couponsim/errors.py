@@ -93,6 +93,15 @@ class RedisUnavailable(CouponsimError, ConnectionError):
         return f"cannot use Redis at {self.url}: {self.reason}"
 
 
+class NoRedisServer(CouponsimError, FileNotFoundError):
+    """A ``local://`` Redis URL asks for a private redis-server and PATH holds none."""
+
+    def __str__(self) -> str:
+        return ("a local:// Redis URL starts a private redis-server, and there is none on "
+                "PATH: install one (conda install -c conda-forge redis-server, "
+                "apt-get install redis-server, or brew install redis) or use fake://NAME")
+
+
 class DatabaseUnavailable(CouponsimError, ConnectionError):
     """The database did not answer or refused the connection: worth retrying."""
 

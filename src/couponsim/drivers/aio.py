@@ -10,7 +10,10 @@ send in one turn of the event loop leave as one pipeline (one round trip, one
 write, one read): under a crowd, the cost of a request is mostly the round trip
 and redis-py's per-call overhead, not Redis. Each effect stays atomic on its
 own, and no two of them ever needed to be atomic together: this is what
-concurrent separate calls would have done, in the same order.
+concurrent separate calls would have done, in the same order. The calls of a
+script that takes a batch (issue, the shared rate limiter) with the same shared
+part leave as one call of the script, at the place of the first of them: what
+those calls would have done one after the other, with one script run.
 """
 
 import asyncio
@@ -25,6 +28,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from couponsim.connection import AsyncRedisClient, node_client, node_clients, redact
+from couponsim.drivers import batches
 from couponsim.drivers.sync import wall_clock_ms
 from couponsim.effects import Command, DbCall, Effect, Now, Pause, Pipeline, Script
 from couponsim.errors import RedisUnavailable
@@ -90,6 +94,8 @@ class AsyncDriver:
         self._pending: list[tuple[Command | Script, asyncio.Future[Any]]] = []
         self.round_trips = 0
         """Pipelines sent for coalesced effects: with ``requests`` it tells the batching."""
+        self.calls_sent = 0
+        """Calls in those pipelines: the calls of one batched script count as one."""
 
     async def execute(self, effect: Effect) -> Any:
         """Execute one effect and return its result."""
@@ -157,11 +163,14 @@ class AsyncDriver:
     async def _send_batch(self, batch: list[tuple[Command | Script, "asyncio.Future[Any]"]]
                           ) -> None:
         self.round_trips += 1
+        calls = [(effect, [batch[n] for n in members])
+                 for effect, members in batches.calls([effect for effect, _f in batch])]
+        self.calls_sent += len(calls)
         try:
             # On a cluster: one pipeline per node, each command routed by its key (EVALSHA
             # by its KEYS), the nodes' shares sent at once; NOSCRIPT is handled below.
             async with self.client.pipeline(transaction=False) as pipe:
-                for effect, _future in batch:
+                for effect, _members in calls:
                     match effect:
                         case Script(name, keys, args):   # EVALSHA alone: no SCRIPT EXISTS
                             pipe.execute_command("EVALSHA", self.script(name).sha,
@@ -175,18 +184,20 @@ class AsyncDriver:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (effect, future), reply in zip(batch, replies, strict=True):
+        for (effect, members), reply in zip(calls, replies, strict=True):
             if isinstance(reply, NoScriptError):   # did not run: load it, send it alone
                 try:
                     reply = await self._send(self.client, effect)
                 except Exception as exc:
                     reply = exc
-            if future.done():
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+            answers = batches.answers([member for member, _future in members], reply)
+            for (_member, future), answer in zip(members, answers, strict=True):
+                if future.done():
+                    continue
+                if isinstance(answer, Exception):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
 
     async def _redis(self, call: Awaitable[T]) -> T:
         try:
@@ -276,3 +287,4 @@ class AsyncDriver:
             case Script(name, keys, args):
                 return await self.script(name)(keys=list(keys), args=list(args), client=target)
         raise TypeError(f"not a Redis effect: {effect!r}")
+

@@ -22,7 +22,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from couponsim.connection import RedisClient, connect, redact
-from couponsim.drivers import finish
+from couponsim.drivers import batches, finish
 from couponsim.effects import Command, DbCall, Effect, Now, Pause, Pipeline, Script
 from couponsim.errors import RedisUnavailable
 from couponsim.flows import Flow
@@ -94,7 +94,8 @@ class SyncDriver:
         return finish(flow, self.execute)  # type: ignore[no-any-return]
 
     def run_batch(self, flows: Sequence[Flow[T]]) -> list[T | Exception]:
-        """Run many independent Redis-only flows, one pipeline per round of effects.
+        """Run many independent Redis-only flows, one pipeline per round of effects, in
+        which the calls of a script that takes a batch are one call (``drivers.batches``).
 
         Only for flows that do not depend on each other's effects within a
         round (e.g. many one-script issue requests). Results keep the order of
@@ -115,20 +116,26 @@ class SyncDriver:
         for index, flow in enumerate(flows):
             step(index, flow.__next__)
         while pending:
-            effects = tuple(pending.items())
-            pending.clear()
-            for _index, effect in effects:
+            indexes = list(pending)
+            sent: list[Command | Script] = []
+            for effect in pending.values():
                 if not isinstance(effect, Command | Script):
                     raise TypeError(f"run_batch sends Redis commands only, got {effect!r}")
                 if isinstance(effect, Script) and self._wait_replicas is not None:
                     raise TypeError("run_batch does not WAIT for replicas: use run per flow")
-            replies = self._redis(partial(self._pipeline, [effect for _, effect in effects]))
-            for (index, _effect), reply in zip(effects, replies, strict=True):
-                flow = flows[index]
-                if isinstance(reply, Exception):
-                    step(index, partial(flow.throw, reply))
-                else:
-                    step(index, partial(flow.send, reply))
+                sent.append(effect)
+            pending.clear()
+            calls = batches.calls(sent)
+            replies = self._redis(partial(self._pipeline, [call for call, _n in calls]))
+            for (_call, members), reply in zip(calls, replies, strict=True):
+                answers = batches.answers([sent[n] for n in members], reply)
+                for n, answer in zip(members, answers, strict=True):
+                    index = indexes[n]
+                    flow = flows[index]
+                    if isinstance(answer, Exception):
+                        step(index, partial(flow.throw, answer))
+                    else:
+                        step(index, partial(flow.send, answer))
         return results
 
     def _redis(self, call: Callable[[], T]) -> T:

@@ -2,15 +2,17 @@
 
 The seed flow takes six round trips (flag, duplicate check, decrement, push,
 mark, status); a driver may run other flows between any two of them, which is
-how one user's double click gets two coupons. The hardened flow is one script.
+how one user's double click gets two coupons. The hardened flow is one script,
+which takes a batch: :func:`issue_batch` sends many requests in one call.
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from couponsim.effects import Command, Script
-from couponsim.errors import RequestIdConflict, UnknownCoupon
+from couponsim.effects import BatchShape, Command, Script
+from couponsim.errors import InvalidInput, RequestIdConflict, UnknownCoupon
 from couponsim.flows import Flow, Variant
 from couponsim.flows.status import RequestState
 from couponsim.ids import validate_id, validate_ms
@@ -54,20 +56,53 @@ class IssueResult:
     """For ISSUED: which of this user's coupons of the event it is (1 for the first)."""
 
 
+ISSUE_SHAPE = BatchShape(shared_keys=5, shared_args=2, keys_each=1, args_each=3, reply_each=3)
+"""lua/issue.lua's layout: the event's five keys, then each request's record; the coupon
+and the records' lifetime, then each request's id, user and time."""
+
+IssueCall = tuple[IssueRequest, int]
+"""A request with the time it was made (ms on the caller's clock)."""
+IssueAnswer = IssueResult | UnknownCoupon | RequestIdConflict
+"""One request's answer in a batch: its result, or the refusal :func:`issue` raises."""
+
+
 def issue(request: IssueRequest, now_ms: int) -> Flow[IssueResult]:
     """The hardened flow: one script decides, decrements, marks, enqueues and records."""
-    validate_ms("now_ms", now_ms)
-    keys = CouponKeys(request.coupon_id)
-    outcome, remaining, ordinal = yield Script(
+    (answer,) = yield from issue_batch([(request, now_ms)])
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+def issue_batch(calls: Sequence[IssueCall]) -> Flow[list[IssueAnswer]]:
+    """Many requests for one coupon in one script call, decided in their order exactly
+    as one call each would decide them; one answer per request, in order."""
+    if not calls:
+        return []
+    coupon_id = calls[0][0].coupon_id
+    if any(request.coupon_id != coupon_id for request, _now in calls):
+        raise InvalidInput("a batch of issue requests is for one coupon")
+    for _request, now_ms in calls:
+        validate_ms("now_ms", now_ms)
+    keys = CouponKeys(coupon_id)
+    replies = yield Script(
         "issue",
         (keys.info, keys.active, keys.stock, keys.holders, keys.queue,
-         keys.request(request.request_id)),
-        (request.request_id, request.user_id, request.coupon_id, now_ms, REQUEST_RECORD_TTL_S),
+         *(keys.request(request.request_id) for request, _now in calls)),
+        (coupon_id, REQUEST_RECORD_TTL_S,
+         *(part for request, now_ms in calls
+           for part in (request.request_id, request.user_id, now_ms))),
+        ISSUE_SHAPE,
     )
+    return [_answer(request, *replies[3 * n:3 * n + 3])
+            for n, (request, _now) in enumerate(calls)]
+
+
+def _answer(request: IssueRequest, outcome: str, remaining: int, ordinal: int) -> IssueAnswer:
     if outcome == "UNKNOWN":
-        raise UnknownCoupon(request.coupon_id)
+        return UnknownCoupon(request.coupon_id)
     if outcome == "CONFLICT":
-        raise RequestIdConflict(request.request_id, request.user_id)
+        return RequestIdConflict(request.request_id, request.user_id)
     return IssueResult(IssueOutcome(outcome), request.request_id,
                        None if remaining < 0 else remaining, ordinal)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from statistics import median
 
-from couponsim.effects import Command, Pipeline, Script
+from couponsim.effects import BatchShape, Command, Pipeline, Script
 from couponsim.errors import (
     CouponsimError,
     InvalidInput,
@@ -72,23 +72,49 @@ class Admission:
     (or ISSUED for one who already holds a coupon), see :func:`told`."""
 
 
+ROOM_JOIN_SHAPE = BatchShape(shared_keys=7, shared_args=0, keys_each=1, args_each=4,
+                             reply_each=3)
+"""lua/room_join.lua's layout: the room's and the event's seven keys, then each join's
+request record; each join's user, request id, time and shuffle."""
+
+RoomJoin = tuple[str, str, int, int]
+"""One join: the user, the request id, the time it was made (ms), the shuffle draw."""
+RoomJoinAnswer = RoomAnswer | UnknownCoupon | RequestIdConflict
+"""One join's answer in a batch: where it stands, or the refusal :func:`join_room` raises."""
+
+
 def join_room(coupon_id: str, user_id: str, request_id: str, now_ms: int,
               shuffle: int = 0) -> Flow[RoomAnswer]:
     """Wait in line; ``shuffle`` (0..999999, drawn by the caller) orders the pre-queue."""
-    validate_ms("now_ms", now_ms)
-    if not 0 <= shuffle < PRE_QUEUE_SPREAD:
-        raise InvalidInput(f"shuffle must be 0 to {PRE_QUEUE_SPREAD - 1}, got {shuffle}")
+    (answer,) = yield from join_room_batch(coupon_id, [(user_id, request_id, now_ms, shuffle)])
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+def join_room_batch(coupon_id: str, joins: Sequence[RoomJoin]) -> Flow[list[RoomJoinAnswer]]:
+    """Many joins of one room in one script call, taken in their order exactly as one
+    call each would take them; one answer per join, in order."""
+    if not joins:
+        return []
+    for user_id, _request_id, now_ms, shuffle in joins:
+        validate_id("user", user_id)
+        validate_ms("now_ms", now_ms)
+        if not 0 <= shuffle < PRE_QUEUE_SPREAD:
+            raise InvalidInput(f"shuffle must be 0 to {PRE_QUEUE_SPREAD - 1}, got {shuffle}")
     keys = CouponKeys(coupon_id)
-    state, position, size = yield Script(
+    replies = yield Script(
         "room_join",
         (keys.waiting, keys.room, keys.room_requests, keys.info, keys.active, keys.stock,
-         keys.holders, keys.request(request_id)),
-        (validate_id("user", user_id), request_id, now_ms, shuffle))
-    if state == "UNKNOWN":
-        raise UnknownCoupon(coupon_id)
-    if state == "CONFLICT":
-        raise RequestIdConflict(request_id, user_id)
-    return RoomAnswer(state, position, size)
+         keys.holders, *(keys.request(request_id) for _user, request_id, _now, _s in joins)),
+        tuple(part for join in joins for part in join), ROOM_JOIN_SHAPE)
+    answers: list[RoomJoinAnswer] = []
+    for n, (user_id, request_id, _now, _shuffle) in enumerate(joins):
+        state, position, size = replies[3 * n:3 * n + 3]
+        answers.append(UnknownCoupon(coupon_id) if state == "UNKNOWN" else
+                       RequestIdConflict(request_id, user_id) if state == "CONFLICT" else
+                       RoomAnswer(state, position, size))
+    return answers
 
 
 def leave_room(coupon_id: str, user_id: str) -> Flow[bool]:

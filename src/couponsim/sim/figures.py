@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from couponsim import names
 from couponsim.flows.gateway import Path as GatewayPath
-from couponsim.sim.model import START_MS
+from couponsim.sim.records import START_MS
 from couponsim.sim.results import Outcome, users_by_final_state
 from couponsim.sim.traffic import Kind
 

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from couponsim.fairness import Fairness, fairness
-from couponsim.sim.model import START_MS, Run
+from couponsim.sim.records import START_MS, Run
 from couponsim.sim.traffic import Kind
 from couponsim.verify import InvariantReport
 

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from couponsim.drivers.sync import SyncDriver
 from couponsim.flows import lifecycle
 from couponsim.flows.issue import IssueOutcome
-from couponsim.sim.model import Model, Run
+from couponsim.sim.model import Model
+from couponsim.sim.records import Run
 from couponsim.sim.results import Outcome, judge_fairness, tables
 from couponsim.sim.scenario import Scenario
 from couponsim.verify import check_invariants, winners_in_order

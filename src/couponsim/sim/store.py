@@ -1,0 +1,78 @@
+"""The store as the model's parts reach it: Redis as one server behind a network, and
+the database as a small pool of connections.
+
+Every round trip crosses the network (exponential, one way), waits its turn, runs
+(on fakeredis or a real Redis, at that moment of virtual time) and costs its service
+time. The database's transactions cost a time per batch and per row. Effects run
+through ``driver``, which a failover replaces with the promoted replica's.
+"""
+
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+import simpy
+
+from couponsim.drivers.simulated import Perform, flow_process
+from couponsim.drivers.sync import SyncDriver
+from couponsim.effects import Command, DbCall, Effect, Pipeline, Script
+from couponsim.flows import Flow
+from couponsim.sim.components import RedisServer, Server
+from couponsim.sim.records import RequestRecord
+from couponsim.sim.scenario import LatencySpec
+
+DATABASE_POOL = 5
+
+
+class Store:
+    def __init__(self, env: simpy.Environment, latency: LatencySpec, driver: SyncDriver,
+                 network: np.random.Generator) -> None:
+        self.env = env
+        self.latency = latency
+        self.driver = driver
+        """The store Redis effects run on: after a failover, the promoted replica."""
+        self.network = network
+        self.redis = RedisServer(env, lambda effect: self.driver.execute(effect),
+                                 lambda effect: _service_ms(
+                                     effect, latency.redis_command_ms, latency.redis_script_ms))
+        self.database = Server(env, capacity=DATABASE_POOL)
+
+    def perform(self, record: RequestRecord | None) -> Perform:
+        """Carry out effects in virtual time, counting ``record``'s Redis commands."""
+        latency = self.latency
+        network = self.network
+
+        def perform(effect: Effect) -> Generator[simpy.Event, Any, Any]:
+            if isinstance(effect, DbCall):
+                with self.database.request() as turn:
+                    yield turn
+                    result = self.driver.execute(effect)
+                    rows = len(effect.args[0]) if effect.args and isinstance(
+                        effect.args[0], list | tuple) else 1
+                    yield self.env.timeout(latency.database_batch_ms
+                                           + rows * latency.database_row_ms)
+                return result
+            if record is not None:
+                record.redis_commands += (len(effect.commands)
+                                          if isinstance(effect, Pipeline) else 1)
+            yield self.env.timeout(network.exponential(latency.network_ms))
+            result = yield from self.redis.serve(effect)
+            yield self.env.timeout(network.exponential(latency.network_ms))
+            return result
+
+        return perform
+
+    def flow(self, flow: Flow[Any], record: RequestRecord | None = None) -> simpy.Process:
+        """``flow`` as a process of the model: its effects performed as above."""
+        return self.env.process(flow_process(self.env, flow, self.perform(record)))
+
+
+def _service_ms(effect: Effect, command_ms: float, script_ms: float) -> float:
+    match effect:
+        case Script():
+            return script_ms
+        case Pipeline(commands):
+            return command_ms * len(commands)
+        case Command():
+            return command_ms
+    return 0.0

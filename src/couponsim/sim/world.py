@@ -1,0 +1,63 @@
+"""What every part of the model shares: one clock, the seed's random streams, the
+store, the run's records, and the signals the parts give each other.
+
+Each purpose draws from its own random stream of one seed (numpy SeedSequence), so a
+run replays bit for bit, and a part added later takes a stream of its own without
+changing the draws of the others.
+"""
+
+import numpy as np
+import simpy
+
+from couponsim.drivers.sync import SyncDriver
+from couponsim.flows.gateway import Gateway
+from couponsim.keys import CouponKeys
+from couponsim.resilience.breaker import BreakerConfig, CircuitBreaker
+from couponsim.resilience.rate_limiter import RateLimiter, RateLimiterConfig
+from couponsim.resilience.time_limiter import TimeLimiter
+from couponsim.sim.records import START_MS, Run
+from couponsim.sim.room_news import RoomNews
+from couponsim.sim.scenario import Scenario
+from couponsim.sim.store import Store
+
+STREAMS = ("arrivals", "clicks", "network", "shuffle", "behaviour", "checkout", "failover")
+"""One random stream per purpose; new purposes go at the end, so the streams of the
+old ones (and the runs they gave) stay as they were."""
+
+
+class World:
+    def __init__(self, scenario: Scenario, driver: SyncDriver) -> None:
+        self.scenario = scenario
+        streams = np.random.SeedSequence(scenario.seed).spawn(len(STREAMS))
+        self.rng = {name: np.random.default_rng(s) for name, s in zip(STREAMS, streams,
+                                                                        strict=True)}
+        warm_up_ms = START_MS + scenario.event.warm_up_at_s * 1000
+        self.env = simpy.Environment(initial_time=warm_up_ms - 1)
+        self.store = Store(self.env, scenario.latency, driver, self.rng["network"])
+        self.keys = CouponKeys(scenario.event.coupon_id)
+        self.run = Run(scenario, gateway=gateway(scenario))
+        self.room_news = RoomNews(self.env)
+        self.traffic_done = self.env.event()
+        """Every click has its final answer: the jobs that serve the crowd may stop."""
+        self.activated = self.env.event()
+        self.reclaiming: set[str] = set()
+        """Consumers to reclaim every pending entry at once: after a failover, the
+        promoted store has entries pending that the dead primary had acknowledged."""
+
+
+def gateway(scenario: Scenario) -> Gateway | None:
+    """The gateway of the scenario's service, or None when it has none."""
+    spec = scenario.gateway
+    if not spec.enabled:
+        return None
+    return Gateway(
+        breaker=CircuitBreaker(BreakerConfig(
+            window_size=spec.breaker_window, minimum_calls=spec.breaker_minimum_calls,
+            failure_rate_threshold=spec.breaker_failure_rate,
+            wait_in_open_s=spec.breaker_wait_s,
+            permitted_in_half_open=spec.breaker_half_open_calls)),
+        limiter=RateLimiter(RateLimiterConfig(
+            limit_for_period=spec.rate_limit_per_s, refresh_period_s=1.0,
+            timeout_s=spec.rate_limit_timeout_ms / 1000), created_at=START_MS / 1000),
+        time_limiter=TimeLimiter(spec.time_limit_ms / 1000),
+        variant=scenario.variant)
