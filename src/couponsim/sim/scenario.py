@@ -14,6 +14,7 @@ from couponsim.bundled import bundled_dir
 from couponsim.errors import InvalidInput
 from couponsim.flows import Variant
 from couponsim.ids import validate_id
+from couponsim.latency_profile import load_profile
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class LatencySpec:
     redis_script_ms: float = 0.06
     database_batch_ms: float = 4.0
     database_row_ms: float = 0.05
+    profile: str = ""
+    """The latency profile (data/profiles/NAME.toml, or a file) the other fields were
+    taken from, where the scenario did not set them itself; empty: none."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,9 @@ def _build(document: dict[str, Any]) -> Scenario:
             arguments[name] = value
         elif not isinstance(value, dict):
             raise InvalidInput(f"{name} must be a table of fields")
+        elif name == "latency" and "profile" in value:
+            # the profile's measured costs, under the fields the scenario (or --set) gives
+            arguments[name] = _make(kind, load_profile(value["profile"]) | value, "latency.")
         else:
             arguments[name] = _make(kind, value, f"{name}.")
     return _make(Scenario, arguments, "")  # type: ignore[no-any-return]
