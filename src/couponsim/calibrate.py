@@ -58,18 +58,18 @@ class CalibrationPlan:
     """How much to measure: enough samples for a p99, small enough for well under a
     minute on a laptop's Redis and PostgreSQL (and on fakeredis + SQLite)."""
 
-    pings: int = 400
-    users: int = 800
+    pings: int = 1000
+    users: int = 1600
     """Issue requests on the scratch coupon; its stock is half of them, so the
     script's SOLD_OUT path is timed as well as the ISSUED one."""
     double_click_every: int = 10
     """Every this many users also send a second request (a DUPLICATE answer)."""
-    status_reads: int = 400
+    status_reads: int = 1000
     batch_sizes: tuple[int, ...] = ()
     """Database batch sizes to fit the batch and row costs over; empty: 1, 10, 25,
     50, 200 and every consumers.batch_size of the bundled scenarios."""
-    batch_repeats: int = 10
-    pubsub_messages: int = 300
+    batch_repeats: int = 20
+    pubsub_messages: int = 500
 
     def __post_init__(self) -> None:
         counts = (self.pings, self.users, self.double_click_every, self.status_reads,
