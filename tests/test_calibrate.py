@@ -58,11 +58,23 @@ def test_set_overrides_the_profile_and_the_scenario(tmp_path: Path) -> None:
     assert latency.redis_script_ms == LatencySpec().redis_script_ms   # neither gave it
 
 
-def test_set_can_name_the_profile(tmp_path: Path) -> None:
-    profile = _profile_file(tmp_path / "measured.toml", redis_script_ms=0.5)
-    scenario = _scenario_file(tmp_path / "s.toml", "network_ms = 1.0")
-    latency = load_scenario(str(scenario), [f'latency.profile="{profile}"']).latency
-    assert (latency.redis_script_ms, latency.network_ms) == (0.5, 1.0)
+def test_a_profile_named_by_set_stands_over_the_file_but_under_other_sets(
+        tmp_path: Path) -> None:
+    profile = _profile_file(tmp_path / "measured.toml", network_ms=0.2, redis_script_ms=0.5,
+                            database_row_ms=0.3)
+    scenario = _scenario_file(tmp_path / "s.toml", "network_ms = 1.0\nredis_command_ms = 0.7")
+    latency = load_scenario(str(scenario), ["latency.database_row_ms=0.9",
+                                            f'latency.profile="{profile}"']).latency
+    assert (latency.network_ms, latency.redis_script_ms, latency.database_row_ms) \
+        == (0.2, 0.5, 0.9)
+    assert latency.redis_command_ms == LatencySpec().redis_command_ms   # the file's is gone
+
+
+def test_a_bundled_scenario_runs_on_a_bundled_profile() -> None:
+    measured = tomllib.loads((bundled_dir("profiles") / "local-redis-postgres.toml")
+                             .read_text())["latency"]
+    latency = load_scenario("black_friday", ["latency.profile=local-redis-postgres"]).latency
+    assert {name: getattr(latency, name) for name in CHARGED} == measured
 
 
 @pytest.mark.parametrize("name", profile_names())

@@ -206,7 +206,10 @@ def scenario_names() -> list[str]:
 
 def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
     """A bundled scenario by name, or a TOML file by path, with ``section.field=value``
-    overrides applied; every value checked."""
+    overrides applied; every value checked.
+
+    ``latency.profile`` fills the latency fields nobody else gives: in the file, under
+    the file's own fields; from an override, under the other overrides only."""
     path = Path(name_or_path)
     if not path.suffix:
         path = bundled_dir("scenarios") / f"{name_or_path}.toml"
@@ -217,6 +220,10 @@ def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()
         document = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InvalidInput(f"cannot read scenario {path}: {exc}") from None
+    if any(override.partition("=")[0].strip() == "latency.profile" for override in overrides):
+        # A profile named on the command line stands over the file's latency fields, as
+        # any --set does; the other --set fields still stand over the profile.
+        document["latency"] = {}
     for override in overrides:
         key, _, raw = override.partition("=")
         if not raw:
