@@ -182,6 +182,7 @@ def test_calibrate_on_a_real_redis_and_postgresql(tmp_path: Path, real_redis_url
         server = document["server_ms"]
         assert server["issue_evalsha"]["calls"] == document["client_ms"]["script_issue"]["n"]
         assert server["status_hgetall"]["calls"] == SMALL.status_reads
+        assert document["server_quiet"] == {"issue_scripts": True, "status_commands": True}
         # the server's time of a script is a part of the client's
         assert server["issue_evalsha"]["mean"] < document["client_ms"]["script_issue"]["mean"]
         assert client.dbsize() == 0
