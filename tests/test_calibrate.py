@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+import couponsim.calibrate as calibrate_module
 from couponsim.bundled import bundled_dir
 from couponsim.calibrate import CHARGED, CalibrationPlan, calibrate, fit_batch_cost, save_profile
 from couponsim.cli import EXIT_UNUSABLE, main
@@ -159,7 +160,22 @@ def test_calibrate_on_fakeredis_and_sqlite(tmp_path: Path) -> None:
     assert latency["network_ms"] == 0   # in the client's process: no network
     assert all(latency[name] > 0 for name in CHARGED if name != "network_ms")
     assert "unavailable" in document["profile"]["server_stats"]
+    assert document["profile"]["redis_server"].startswith("fakeredis ")
     assert "server_ms" not in document
+    assert connect(redis_url).keys("*") == []
+    assert set(_rows(Repository.from_url(db_url)).values()) == {0}
+
+
+def test_a_calibration_that_fails_midway_leaves_nothing_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object) -> list[float]:
+        raise InvalidInput("pub/sub broke")
+
+    monkeypatch.setattr(calibrate_module, "_pubsub", broken)   # the last phase
+    redis_url = f"fake://calibrate-{uuid.uuid4().hex}"
+    db_url = f"sqlite:///{tmp_path / 'coupons.sqlite'}"
+    with pytest.raises(InvalidInput, match="pub/sub broke"):
+        calibrate(redis_url, db_url, SMALL, progress=False)
     assert connect(redis_url).keys("*") == []
     assert set(_rows(Repository.from_url(db_url)).values()) == {0}
 
@@ -179,6 +195,8 @@ def test_calibrate_on_a_real_redis_and_postgresql(tmp_path: Path, real_redis_url
         document = _check_profile(tmp_path / "real.toml")
         assert all(document["latency"][name] > 0 for name in CHARGED)
         assert document["profile"]["server_stats"] == "INFO commandstats deltas"
+        assert document["profile"]["redis_server"].startswith("redis ")
+        assert document["profile"]["database_backend"] == "postgresql"
         server = document["server_ms"]
         assert server["issue_evalsha"]["calls"] == document["client_ms"]["script_issue"]["n"]
         assert server["status_hgetall"]["calls"] == SMALL.status_reads

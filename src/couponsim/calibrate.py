@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -196,10 +197,22 @@ def calibrate(redis_url: str, db_url: str, plan: CalibrationPlan = CalibrationPl
     assert not isinstance(client, RedisCluster)
     try:
         repository = Repository.from_url(db_url)
-        repository.ping()
     except CouponsimError:
         client.close()
         raise
+    try:
+        return _measure(client, redis_url, db_url, repository, plan, progress, started)
+    finally:
+        repository.engine.dispose()
+        client.close()
+
+
+def _measure(client: redis.Redis, redis_url: str, db_url: str, repository: Repository,
+             plan: CalibrationPlan, progress: bool, started: float) -> Calibration:
+    repository.ping()
+    versions = {"redis_server": _redis_version(client),
+                "database_server": ".".join(map(str, repository.engine.dialect
+                                                .server_version_info or ()))}
     sizes = plan.sizes()
     coupon = f"calibrate-{secrets.token_hex(4)}"
     fit_coupon = f"{coupon}-db"
@@ -220,11 +233,15 @@ def calibrate(redis_url: str, db_url: str, plan: CalibrationPlan = CalibrationPl
         bar.close()
         for scratch in (coupon, fit_coupon):
             driver.run(lifecycle.purge(scratch, with_database=True))
-        repository.engine.dispose()
-        client.close()
-    wall_s = time.perf_counter() - started
-    return _profile(redis_url, db_url, repository, stats.available, ping_ms, timed.samples,
-                    server, fit_ms, pubsub_ms, plan.status_reads, wall_s)
+    return _profile(redis_url, db_url, repository, versions, stats.available, ping_ms,
+                    timed.samples, server, fit_ms, pubsub_ms, plan.status_reads,
+                    time.perf_counter() - started)
+
+
+def _redis_version(client: redis.Redis) -> str:
+    if isinstance(client, fakeredis.FakeRedis):
+        return f"fakeredis {metadata.version('fakeredis')}"
+    return f"redis {client.info('server')['redis_version']}"
 
 
 def _pings(client: redis.Redis, count: int, bar: tqdm) -> list[float]:
@@ -339,7 +356,8 @@ def _is_script(name: str) -> bool:
     return name.startswith(("evalsha", "eval", "fcall"))
 
 
-def _profile(redis_url: str, db_url: str, repository: Repository, server_stats: bool,
+def _profile(redis_url: str, db_url: str, repository: Repository, versions: dict[str, str],
+             server_stats: bool,
              ping_ms: list[float], samples: dict[str, list[float]],
              server: dict[str, dict[str, tuple[int, int]]], fit_ms: dict[int, list[float]],
              pubsub_ms: list[float], status_reads: int, wall_s: float) -> Calibration:
@@ -390,6 +408,7 @@ def _profile(redis_url: str, db_url: str, repository: Repository, server_stats: 
             "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "host": platform.node(), "redis": redact(redis_url),
             "database": redact(db_url), "database_backend": repository.engine.dialect.name,
+            **versions,
             "server_stats": "INFO commandstats deltas" if server_stats else source,
             "wall_s": round(wall_s, 2),
         },
