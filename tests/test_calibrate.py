@@ -23,7 +23,8 @@ from couponsim.persistence.models import Base
 from couponsim.persistence.repository import Repository
 from couponsim.sim.scenario import LatencySpec, load_scenario
 
-SMALL = CalibrationPlan(pings=40, users=60, status_reads=40, batch_sizes=(1, 20, 60),
+SMALL = CalibrationPlan(pings=40, users=60, status_reads=40, room_users=30,
+                        batch_sizes=(1, 20, 60),
                         batch_repeats=3, pubsub_messages=30)
 """Enough of everything for each table of the profile, quick enough for the suite."""
 
@@ -144,7 +145,8 @@ def _check_profile(path: Path) -> dict[str, Any]:
         assert table["n"] >= 1
         assert 0 < table["p50"] <= table["p90"] <= table["p99"] <= table["max"]
         assert 0 < table["mean"] <= table["max"]
-    assert {"script_issue", "script_finalize", "command_hgetall", "db_persist_issued"} \
+    assert {"script_issue", "script_finalize", "command_hgetall", "db_persist_issued",
+            "script_room_join", "script_room_admit", "script_room_settle"} \
         <= set(document["client_ms"])
     assert document["database_fit"]["sizes"] == [1, 20, 60]
     return document
@@ -198,8 +200,9 @@ def test_calibrate_on_a_real_redis_and_postgresql(tmp_path: Path, real_redis_url
         assert document["profile"]["redis_server"].startswith("redis ")
         assert document["profile"]["database_backend"] == "postgresql"
         server = document["server_ms"]
-        assert server["issue_evalsha"]["calls"] == document["client_ms"]["script_issue"]["n"]
+        assert server["issue_evalsha"]["calls"] == SMALL.issue_requests() == 66
         assert server["status_hgetall"]["calls"] == SMALL.status_reads
+        assert server["room_join_evalsha"]["calls"] == SMALL.room_users
         assert document["server_quiet"] == {"issue_scripts": True, "status_commands": True}
         # the server's time of a script is a part of the client's
         assert server["issue_evalsha"]["mean"] < document["client_ms"]["script_issue"]["mean"]

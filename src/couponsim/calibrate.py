@@ -42,6 +42,7 @@ from couponsim.flows import Flow, Variant, lifecycle
 from couponsim.flows.consume import ConsumerConfig, consume_batch, coupon_code, load_event
 from couponsim.flows.issue import IssueRequest, issue
 from couponsim.flows.status import read_status
+from couponsim.flows.waiting_room import admit, join_room
 from couponsim.keys import CouponKeys
 from couponsim.latency_profile import write_profile
 from couponsim.persistence.database import make_engine
@@ -51,6 +52,8 @@ from couponsim.scripts import script_names, script_source
 from couponsim.sim.scenario import LatencySpec, load_scenario, scenario_names
 
 PERCENTILES = (50, 90, 99)
+ROOM_BATCH = 100
+"""Users per admission round: the bundled scenarios' gateway.admission_batch."""
 CHARGED = tuple(item.name for item in fields(LatencySpec) if item.name != "profile")
 """The ``[latency]`` fields the model charges: a profile gives every one."""
 
@@ -67,6 +70,8 @@ class CalibrationPlan:
     double_click_every: int = 10
     """Every this many users also send a second request (a DUPLICATE answer)."""
     status_reads: int = 1000
+    room_users: int = 500
+    """Users who join the waiting room and are admitted in batches of ``ROOM_BATCH``."""
     batch_sizes: tuple[int, ...] = ()
     """Database batch sizes to fit the batch and row costs over; empty: 1, 10, 25,
     50, 200 and every consumers.batch_size of the bundled scenarios."""
@@ -75,11 +80,16 @@ class CalibrationPlan:
 
     def __post_init__(self) -> None:
         counts = (self.pings, self.users, self.double_click_every, self.status_reads,
+                  self.room_users,
                   self.batch_repeats, self.pubsub_messages)
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts):
             raise InvalidInput("every count of a calibration plan must be a whole number >= 1")
         if any(n < 1 for n in self.batch_sizes) or len(set(self.batch_sizes)) == 1:
             raise InvalidInput("batch sizes must be >= 1, and at least two different ones")
+
+    def issue_requests(self) -> int:
+        """The issue phase's requests: every user's, and every double click."""
+        return self.users + len(range(0, self.users, self.double_click_every))
 
     def sizes(self) -> tuple[int, ...]:
         if self.batch_sizes:
@@ -219,22 +229,23 @@ def _measure(client: redis.Redis, redis_url: str, db_url: str, repository: Repos
     driver = SyncDriver(client, redis_url, repository)
     timed = _Timed(driver)
     stats = _ServerStats(client)
-    steps = (plan.pings + plan.users + plan.users // plan.double_click_every
-             + plan.status_reads + len(sizes) * plan.batch_repeats + plan.pubsub_messages + 1)
+    steps = (plan.pings + plan.issue_requests() + 1
+             + plan.status_reads + plan.room_users + len(sizes) * plan.batch_repeats
+             + plan.pubsub_messages)
     bar = tqdm(total=steps, desc="calibrate", unit="step", disable=not progress)
     try:
         ping_ms = _pings(client, plan.pings, bar)
-        server: dict[str, dict[str, tuple[int, int]]] = {"issue": {}, "status": {},
-                                                         "consume": {}}
+        server: dict[str, dict[str, tuple[int, int]]] = {
+            phase: {} for phase in ("issue", "status", "room_join", "room_admit", "consume")}
         _sale(timed, stats, server, coupon, plan, max(_scenario_batch_sizes()), bar)
         fit_ms = _database(repository, fit_coupon, sizes, plan.batch_repeats, bar)
         pubsub_ms = _pubsub(client, CouponKeys(coupon).channel, plan.pubsub_messages, bar)
     finally:
         bar.close()
-        for scratch in (coupon, fit_coupon):
+        for scratch in (coupon, f"{coupon}-room", fit_coupon):
             driver.run(lifecycle.purge(scratch, with_database=True))
     return _profile(redis_url, db_url, repository, versions, stats.available, ping_ms,
-                    timed.samples, server, fit_ms, pubsub_ms, plan.status_reads,
+                    timed.samples, server, fit_ms, pubsub_ms, plan,
                     time.perf_counter() - started)
 
 
@@ -278,10 +289,27 @@ def _sale(timed: _Timed, stats: _ServerStats, server: dict[str, dict[str, tuple[
         for n in range(plan.status_reads):
             timed.run(read_status(coupon, requests[n % len(requests)].request_id))
             bar.update()
+    _room(timed, stats, server, f"{coupon}-room", plan, bar)
     stored = timed.run(load_event(coupon))
     config = ConsumerConfig(batch_size=batch_size)
     with stats.delta(server["consume"]):
         while timed.run(consume_batch(stored, "calibrate", wall_clock_ms(), config)).read:
+            pass
+
+
+def _room(timed: _Timed, stats: _ServerStats, server: dict[str, dict[str, tuple[int, int]]],
+          coupon: str, plan: CalibrationPlan, bar: tqdm) -> None:
+    """The gateway's waiting room on a coupon of its own: users join, then admission
+    rounds take them in batches (room_admit, their issue scripts, room_settle)."""
+    event = CouponEvent(coupon, stock=plan.room_users, name="calibrate",
+                        starts_at_ms=wall_clock_ms() - 1)
+    timed.run(lifecycle.open_event(event, Variant.HARDENED))
+    with stats.delta(server["room_join"]):
+        for n in range(plan.room_users):
+            timed.run(join_room(coupon, f"w{n}", f"w{n}", wall_clock_ms()))
+            bar.update()
+    with stats.delta(server["room_admit"]):
+        while timed.run(admit(coupon, ROOM_BATCH, wall_clock_ms())).outcomes:
             pass
 
 
@@ -360,7 +388,7 @@ def _profile(redis_url: str, db_url: str, repository: Repository, versions: dict
              server_stats: bool,
              ping_ms: list[float], samples: dict[str, list[float]],
              server: dict[str, dict[str, tuple[int, int]]], fit_ms: dict[int, list[float]],
-             pubsub_ms: list[float], status_reads: int, wall_s: float) -> Calibration:
+             pubsub_ms: list[float], plan: CalibrationPlan, wall_s: float) -> Calibration:
     ping = Summary.of(ping_ms)
     client_ms = {label: Summary.of(values) for label, values in sorted(samples.items())
                  if label.startswith(("script_", "command_", "pipeline_", "db_"))}
@@ -379,14 +407,15 @@ def _profile(redis_url: str, db_url: str, repository: Repository, versions: dict
         if server_stats else None
     if script is not None and command is not None:
         source = ("INFO commandstats deltas (usec per call on the server): the issue "
-                  "script's EVALSHA (the hot one; the consumer's finalize, per batch, is "
+                  "script's EVALSHA (the hot one; the waiting room's join is "
+                  "server_ms.room_join_evalsha, the consumer's finalize, per batch, "
                   "server_ms.consume_evalsha, and the model charges one cost for every "
                   "script), and the status reads' HGETALL for plain commands (the other "
                   "phases' plain commands are mostly calls made inside scripts)")
         script_ms, command_ms = script[0], command[0]
         # Deltas count every client's calls: they are ours alone only if the counts agree.
-        tables["server_quiet"] = {"issue_scripts": script[1] == len(samples["script_issue"]),
-                                  "status_commands": command[1] == status_reads}
+        tables["server_quiet"] = {"issue_scripts": script[1] == plan.issue_requests(),
+                                  "status_commands": command[1] == plan.status_reads}
         tables["server_ms"] = {
             f"{phase}_{name.replace('|', '_')}": {"calls": calls,
                                                   "mean": round(usec / calls / 1000, 5)}
