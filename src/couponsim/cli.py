@@ -17,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from couponsim import names
+from couponsim.calibrate import calibrate, save_profile
 from couponsim.connection import DEFAULT_REDIS_URL
 from couponsim.drivers.sync import SyncDriver, wall_clock_ms
 from couponsim.errors import CouponsimError, InvalidInput, MissingExtra, UnknownCoupon
@@ -164,6 +165,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="print neither the addresses nor one access-log line per request")
     serve.add_argument("--start-in", default="10s",
                        help="with --scenario: the event starts this long after start-up")
+    calibrate = commands.add_parser(
+        "calibrate", help="measure a Redis and a database; write the latency profile",
+        description="Run the real flows on a scratch coupon (purged afterwards), time them "
+                    "at the client and on the server, fit the database's batch and row "
+                    "costs, and write a profile that a scenario names with "
+                    "latency.profile = \"FILE\".")
+    calibrate.add_argument("--redis-url", required=True, help="fake://NAME, redis://...")
+    calibrate.add_argument("--db-url", required=True,
+                           help="sqlite:///FILE or postgresql+psycopg://...")
+    calibrate.add_argument("--out", type=Path, default=Path("latency_profile.toml"),
+                           help="the profile to write (default: ./latency_profile.toml)")
     worker = commands.add_parser(
         "worker", help="run consumers, schedulers and waiting-room admission for a service")
     for command in (serve, worker):   # never run's defaults: a service shares no state
@@ -423,6 +435,14 @@ def _service(args: argparse.Namespace) -> None:
                 plain_asyncio=args.plain_asyncio, workers=args.workers, quiet=args.quiet)
 
 
+def _calibrate(args: argparse.Namespace) -> None:
+    calibration = calibrate(args.redis_url, args.db_url)
+    save_profile(calibration, args.out)
+    print(f"latency profile written to {args.out} in {calibration.wall_s:.1f} s")
+    for name, value in calibration.latency.items():
+        print(f"  {name:<20}{value:>12.4f}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -432,6 +452,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if _sweep(args) else EXIT_BROKEN
         if args.command == "report":
             return 0 if _report(args) else EXIT_BROKEN
+        if args.command == "calibrate":
+            _calibrate(args)
+            return 0
         if args.command in ("serve", "worker"):
             _service(args)
             return 0

@@ -14,6 +14,7 @@ from couponsim.bundled import bundled_dir
 from couponsim.errors import InvalidInput
 from couponsim.flows import Variant
 from couponsim.ids import validate_id
+from couponsim.latency_profile import load_profile
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class LatencySpec:
     redis_script_ms: float = 0.06
     database_batch_ms: float = 4.0
     database_row_ms: float = 0.05
+    profile: str = ""
+    """The latency profile (data/profiles/NAME.toml, or a file) the other fields were
+    taken from, where the scenario did not set them itself; empty: none."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +206,10 @@ def scenario_names() -> list[str]:
 
 def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
     """A bundled scenario by name, or a TOML file by path, with ``section.field=value``
-    overrides applied; every value checked."""
+    overrides applied; every value checked.
+
+    ``latency.profile`` fills the latency fields nobody else gives: in the file, under
+    the file's own fields; from an override, under the other overrides only."""
     path = Path(name_or_path)
     if not path.suffix:
         path = bundled_dir("scenarios") / f"{name_or_path}.toml"
@@ -213,6 +220,10 @@ def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()
         document = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InvalidInput(f"cannot read scenario {path}: {exc}") from None
+    if any(override.partition("=")[0].strip() == "latency.profile" for override in overrides):
+        # A profile named on the command line stands over the file's latency fields, as
+        # any --set does; the other --set fields still stand over the profile.
+        document["latency"] = {}
     for override in overrides:
         key, _, raw = override.partition("=")
         if not raw:
@@ -248,6 +259,9 @@ def _build(document: dict[str, Any]) -> Scenario:
             arguments[name] = value
         elif not isinstance(value, dict):
             raise InvalidInput(f"{name} must be a table of fields")
+        elif name == "latency" and "profile" in value:
+            # the profile's measured costs, under the fields the scenario (or --set) gives
+            arguments[name] = _make(kind, load_profile(value["profile"]) | value, "latency.")
         else:
             arguments[name] = _make(kind, value, f"{name}.")
     return _make(Scenario, arguments, "")  # type: ignore[no-any-return]
