@@ -87,7 +87,7 @@ def test_the_admin_route_refuses_it_and_health_reports_a_compensating_worker(
                     break
                 await asyncio.sleep(0.05)
             done = await final_status(client, issued.headers["Location"])
-            assert done["state"] == "FAILED", done
+            assert done["status"] == "FAILED", done
             health = await client.get("/health")
             assert health.status_code == 503 and health.json()["code"] == "degraded"
             assert COUPON in health.json()["detail"]
