@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -58,6 +59,7 @@ def _differential(backend: Backend, setup: Callable[[SyncDriver], None],
     assert store_batched == store_one
 
 
+@pytest.mark.slow
 @DIFFERENTIAL
 @given(calls=issue_calls, stock=st.integers(1, 4), per_user_limit=st.integers(1, 2),
        state=st.sampled_from(["unknown", "pending", "active", "ended"]),
@@ -80,6 +82,7 @@ def test_issue_batches_answer_and_store_as_one_call_each(
     _differential(backend, setup, issue_batch, calls, cuts)
 
 
+@pytest.mark.slow
 @DIFFERENTIAL
 @given(times=st.lists(st.integers(0, 60_000), min_size=1, max_size=25),
        limit=st.integers(1, 3), data=st.data())
@@ -117,6 +120,7 @@ def _room_part(part: list[tuple[Any, ...]]) -> Flow[list[Any]]:
     return answers
 
 
+@pytest.mark.slow
 @DIFFERENTIAL
 @given(ops=room_ops, state=st.sampled_from(["unknown", "open", "sold out", "closed", "ended"]),
        ends=st.booleans(), data=st.data())

@@ -74,6 +74,7 @@ def _gone(pid: int, port: int) -> bool:
 
 
 @needs_redis_server
+@pytest.mark.slow
 def test_local_urls_start_one_private_server_per_name_without_persistence() -> None:
     try:
         first = connect("local://conn-x")
@@ -93,6 +94,7 @@ def test_local_urls_start_one_private_server_per_name_without_persistence() -> N
 
 
 @needs_redis_server
+@pytest.mark.slow
 def test_a_private_server_is_stopped_when_its_process_exits() -> None:
     script = ("from couponsim.connection import connect;"
               "from couponsim.local_redis import private_server;"
@@ -112,6 +114,7 @@ def _worker_server() -> tuple[int, int]:
 
 
 @needs_redis_server
+@pytest.mark.slow
 def test_each_sweep_worker_has_its_own_private_server_stopped_with_it() -> None:
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:

@@ -37,6 +37,7 @@ def test_every_sweep_metric_and_summary_time_has_a_registered_name_with_a_unit()
         names.metric("p42_nothing")
 
 
+@pytest.mark.slow
 def test_a_run_without_gateway_shows_five_questions_and_says_why_no_gateway_panel(
         embedded: SyncDriver) -> None:
     outcome = simulate(load_scenario("black_friday", [
@@ -61,6 +62,7 @@ def test_a_run_without_gateway_shows_five_questions_and_says_why_no_gateway_pane
     assert shown == {names.outcome(s) for s in outcome.summary["users_by_final_state"]}
 
 
+@pytest.mark.slow
 def test_a_gateway_run_adds_its_decisions_and_the_room(embedded: SyncDriver) -> None:
     outcome = simulate(load_scenario("overload_10x", [
         "traffic.users=4000", "event.stock=100", "traffic.spread_s=0.5",

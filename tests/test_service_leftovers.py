@@ -61,6 +61,7 @@ def test_warming_up_a_coupon_with_another_events_rows_is_refused(
     repository.engine.dispose()
 
 
+@pytest.mark.slow
 def test_the_admin_route_refuses_it_and_health_reports_a_compensating_worker(
         tmp_path: Path, simulated_db: str) -> None:
     config = ServiceConfig(redis_url=f"fake://leftover-health-{tmp_path.name}",
@@ -128,6 +129,7 @@ def _serve(tmp_path: Path, *options: str) -> str:
     return output.replace(str(port), "PORT")
 
 
+@pytest.mark.slow
 def test_serve_says_where_it_answers_and_logs_each_request_unless_quiet(
         tmp_path: Path) -> None:
     printed = _serve(tmp_path)

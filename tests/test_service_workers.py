@@ -46,6 +46,7 @@ def _hubs(backend: Backend) -> int:
     return sum(1 for client in backend.client.client_list() if int(client["psub"]) > 0)
 
 
+@pytest.mark.slow
 def test_a_crowd_spread_over_two_service_processes_keeps_every_invariant(
         real_backend: Backend, postgres_url: str,
         postgres_repository: Repository) -> None:
