@@ -3,6 +3,7 @@
 the database. A websocket upgrade, which the service has no route for, is served as the
 plain request it also is."""
 
+import re
 import socket
 from pathlib import Path
 
@@ -34,8 +35,14 @@ def _exchange(url: str, raw: bytes) -> tuple[bytes, bytes]:
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as connection:
         connection.sendall(raw)
-        answer = connection.recv(65_536)
-    head, _, body = answer.partition(b"\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer and (chunk := connection.recv(65_536)):
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        # the body may come in a packet of its own (a loaded machine splits them)
+        while length and len(body) < int(length[1]) and (chunk := connection.recv(65_536)):
+            body += chunk
     return head, body
 
 
