@@ -75,6 +75,8 @@ class History:
     """Requests answered ISSUED."""
     failed: int = 0
     """Requests answered with an error (Redis down, or the event forgotten)."""
+    unanswered: list[int] = field(default_factory=list)
+    """Users whose last call failed, for :meth:`retry` once the store is back."""
     calls: int = 0
     seconds: float = 0.0
 
@@ -91,10 +93,20 @@ class History:
                 result = driver.run(issue(IssueRequest(COUPON, f"u{n}", f"{prefix}{n}"), 1))
             except (RedisUnavailable, redis.RedisError, UnknownCoupon):
                 self.failed += 1
+                self.unanswered.append(n)
                 continue
             if result.outcome is IssueOutcome.ISSUED:
                 self.acknowledged.add(result.request_id)
         self.seconds += time.perf_counter() - started
+
+    def retry(self, driver: SyncDriver) -> None:
+        """Each user who got an error presses again, with the same request: what a
+        client does once the store answers. How many calls fell into the outage
+        depends on how long the promotion took, so without the retries what the
+        users ended with would depend on the machine's load."""
+        users, self.unanswered = self.unanswered, []
+        for n in users:
+            self.issue(driver, range(n, n + 1))
 
 
 @dataclass(frozen=True)
@@ -171,6 +183,7 @@ def cluster_failover(directory: Path, repository: Repository, plan: Plan = Plan(
             replica.send(signal.SIGCONT)
             cluster.wait_promoted(replica)
         history.issue(driver, range(next(last_third, plan.users), plan.users))
+        history.retry(driver)
         history.issue(driver, range(plan.phase, plan.users), prefix="again")
         return _outcome(mode, consumers, repository, history, rate)
 
