@@ -17,6 +17,8 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from couponsim.connection import connect
+from couponsim.drivers.sync import wall_clock_ms
+from couponsim.keys import CouponKeys
 from couponsim.persistence.models import Base
 from couponsim.persistence.repository import Repository
 from couponsim.service.app import build_app
@@ -125,6 +127,16 @@ async def follow(client: httpx.AsyncClient, user: str, answer: httpx.Response
             return {"status": room["state"], "event": "room"}
         location = room["statusUrl"]
     return await final_status(client, location)
+
+
+def start_now(redis_url: str, coupon_id: str) -> None:
+    """Move an event's start to now; the worker's scheduler then opens it. Tests define
+    their events an hour ahead and start them once they have seen what they wanted
+    to see before the start: no timing margin that a loaded machine can eat. (The
+    issue script checks the start time as well as the state: activating alone would
+    not open the event.)"""
+    with connect(redis_url) as client:
+        client.hset(CouponKeys(coupon_id).info, "starts_at_ms", wall_clock_ms())
 
 
 def crowd_clicks(users: int, seed: int) -> list[tuple[str, str]]:

@@ -28,7 +28,7 @@ from couponsim.persistence.repository import Repository
 from couponsim.service.config import ServiceConfig
 from couponsim.verify import check_invariants
 
-from .service_helpers import Live, crowd_clicks, final_status, live_service, status_path
+from .service_helpers import Live, crowd_clicks, final_status, live_service, start_now, status_path
 from .test_service_live import ADMIN, click, define, until_open
 
 pytestmark = pytest.mark.redis_cluster
@@ -178,18 +178,14 @@ def test_the_live_service_on_a_cluster_issues_streams_and_keeps_the_invariants(
     async def scenario(live: Live) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         limits = httpx.Limits(max_connections=200)
         async with httpx.AsyncClient(base_url=live.url, timeout=30, limits=limits) as client:
-            # The event is scheduled an hour ahead; once the early clicks wait in the
-            # room, the test moves its start to now and the worker's scheduler opens
-            # it: no margin on a loaded machine to rely on. (The issue script checks
-            # the start time as well as the state: activating alone would not open it.)
+            # An hour ahead, started once the early clicks wait in the room (start_now).
             await define(client, coupon, stock, starts_at_ms=wall_clock_ms() + 3_600_000)
             waiting = [asyncio.create_task(click(client, coupon, user, key))
                        for user, key in early]
             await until_in_room(config.redis_url, coupon, len({u for u, _ in early}))
             room = (await client.get(f"/api/v1/coupons/{coupon}/waiting-room",
                                      headers={"X-User-ID": early[0][0]})).json()
-            with connect(config.redis_url) as redis_client:
-                redis_client.hset(CouponKeys(coupon).info, "starts_at_ms", wall_clock_ms())
+            start_now(config.redis_url, coupon)
             await until_open(config.redis_url, coupon)
             results = await asyncio.gather(*waiting, *(click(client, coupon, user, key)
                                                        for user, key in clicks[10:]))
