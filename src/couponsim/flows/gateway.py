@@ -20,7 +20,7 @@ from enum import StrEnum
 from couponsim.effects import Command, Now, Pause
 from couponsim.errors import InvalidInput, RequestIdConflict, UnknownCoupon
 from couponsim.flows import Flow, Variant
-from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest
+from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest, IssueResult
 from couponsim.flows.throttle import SharedLimit, acquire_shared
 from couponsim.flows.waiting_room import (
     FINAL_STATES,
@@ -122,18 +122,7 @@ def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0,
         return (yield from _queue(request, Path.BEHIND_WAITERS, arrived_ms, shuffle))
     if not gateway.breaker.try_acquire(now_ms / 1000):
         return (yield from _queue(request, Path.BREAKER_OPEN, arrived_ms, shuffle))
-    try:
-        result = yield from ISSUE_FLOWS[gateway.variant](request, now_ms)
-    except CALLER_ERRORS:
-        # The caller's mistake, not the system's health: resilience4j's ignoreExceptions.
-        # Counted as failures, a client sending unknown coupons could open the breaker
-        # for everyone.
-        gateway.breaker.release_permission()
-        raise
-    except Exception:
-        finished_ms = yield Now()
-        gateway.breaker.record(finished_ms / 1000, (finished_ms - now_ms) / 1000, failed=True)
-        raise
+    result = yield from _guarded(gateway, ISSUE_FLOWS[gateway.variant](request, now_ms), now_ms)
     finished_ms = yield Now()
     late = gateway.time_limiter.timed_out(now_ms / 1000, finished_ms / 1000)
     gateway.breaker.record(finished_ms / 1000, (finished_ms - now_ms) / 1000, failed=late)
@@ -145,6 +134,22 @@ def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0,
     if flags is not None and result.outcome is IssueOutcome.SOLD_OUT:
         flags.saw_sold_out(request.coupon_id, epoch)
     return GatewayAnswer(request.request_id, Path.DIRECT, outcome=result.outcome)
+
+
+def _guarded(gateway: Gateway, call: Flow[IssueResult], since_ms: float) -> Flow[IssueResult]:
+    """The issue call inside the breaker's permission. A caller's mistake gives the
+    permission back (resilience4j's ignoreExceptions): counted as failures, a client
+    sending unknown coupons could open the breaker for everyone. Any other exception
+    is a failure recorded with the time since ``since_ms``."""
+    try:
+        return (yield from call)
+    except CALLER_ERRORS:
+        gateway.breaker.release_permission()
+        raise
+    except Exception:
+        finished_ms = yield Now()
+        gateway.breaker.record(finished_ms / 1000, (finished_ms - since_ms) / 1000, failed=True)
+        raise
 
 
 def _gateway_issue_seed(gateway: Gateway, request: IssueRequest) -> Flow[GatewayAnswer]:
@@ -168,15 +173,7 @@ def _gateway_issue_seed(gateway: Gateway, request: IssueRequest) -> Flow[Gateway
         if permit.wait_s:
             yield Pause(permit.wait_s)
     started_ms = yield Now()
-    try:
-        result = yield from ISSUE_FLOWS[Variant.SEED](request, started_ms)
-    except CALLER_ERRORS:
-        gateway.breaker.release_permission()
-        raise
-    except Exception:
-        finished_ms = yield Now()
-        gateway.breaker.record(finished_ms / 1000, (finished_ms - now_ms) / 1000, failed=True)
-        raise
+    result = yield from _guarded(gateway, ISSUE_FLOWS[Variant.SEED](request, started_ms), now_ms)
     finished_ms = yield Now()
     late = gateway.time_limiter.timed_out(started_ms / 1000, finished_ms / 1000)
     refused = result.outcome is not IssueOutcome.ISSUED
