@@ -2,6 +2,7 @@
 cancel), the per-user limit, the page, the OpenAPI schema and ``couponsim serve``."""
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -18,9 +19,11 @@ from couponsim.consumers import drain
 from couponsim.drivers.sync import SyncDriver
 from couponsim.event import CouponEvent
 from couponsim.flows import Variant, lifecycle
+from couponsim.flows.gateway import Gateway
 from couponsim.keys import CouponKeys
 from couponsim.persistence.repository import Repository
 from couponsim.records import IssuedCoupon
+from couponsim.resilience.time_limiter import TimeLimiter
 from couponsim.service.config import ServiceConfig
 from couponsim.service.problem import PROBLEM_JSON
 
@@ -201,3 +204,34 @@ def test_the_service_commands_are_wired(command: str,
     with pytest.raises(SystemExit) as exited:
         main([command, "--help"])
     assert exited.value.code == 0 and "--redis-url" in capsys.readouterr().out
+
+
+def test_a_call_that_outlives_the_time_limiter_after_issuing_is_followed_not_queued(
+        tmp_path: Path) -> None:
+    """The script issues the last coupon, but the call outlives the time limiter: the
+    gateway sends the user to a room that, sold out, answers ISSUED without taking them
+    in. The 202 must point at the request's status stream (it ended COMPLETED), not at
+    a room that never knew the user (they polled it for ever: a flake of the crowd test
+    under load); another press of the same user is a duplicate."""
+    config = _config(tmp_path)
+    SyncDriver.from_url(config.redis_url).run(
+        lifecycle.open_event(CouponEvent("late", stock=1), Variant.HARDENED))
+
+    async def scenario(url: str) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            user = {"X-User-ID": "u1"}
+            first = await client.post("/api/v1/coupons/issue", headers=user,
+                                      json={"couponId": "late"})
+            assert first.status_code == 202, first.text
+            assert first.json()["status"] == "PROCESSING", first.json()
+            done = await final_status(client, first.headers["Location"])
+            assert done["status"] == "COMPLETED" and done["couponCode"], done
+            again = await client.post("/api/v1/coupons/issue", headers=user,
+                                      json={"couponId": "late"})
+            assert again.status_code == 409 and again.json()["code"] == "duplicate", again.text
+
+    with live_service(config) as live:
+        gateway: Gateway = live.app.state.gateway
+        live.app.state.gateway = dataclasses.replace(
+            gateway, time_limiter=TimeLimiter(timeout_s=1e-9))   # every call is late
+        asyncio.run(scenario(live.url))

@@ -25,6 +25,7 @@ answer is, is decided by the flows.
 import hashlib
 import secrets
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -43,6 +44,7 @@ from couponsim.flows.gateway import Gateway, GatewayAnswer, gateway_issue
 from couponsim.flows.issue import IssueOutcome, IssueRequest
 from couponsim.flows.lifecycle import WarmupOutcome, warm_up_fresh
 from couponsim.flows.redeem import apply_coupon, coupons_held, release_coupon
+from couponsim.flows.status import RequestState, read_status
 from couponsim.flows.throttle import SharedLimit, acquire_shared
 from couponsim.flows.waiting_room import PRE_QUEUE_SPREAD, room_status
 from couponsim.ids import validate_id
@@ -135,6 +137,8 @@ async def issue_coupon(body: IssueBody, user: User, request: Request,
     answer = await driver.run(gateway_issue(gateway, issue_request,
                                             secrets.randbelow(PRE_QUEUE_SPREAD),
                                             fresh=idempotency_key is None))
+    if answer.room_state == IssueOutcome.ISSUED:
+        answer = await _held(driver, answer, coupon_id)
     told = answer.outcome.value if answer.outcome is not None else answer.room_state or ""
     metrics.answers.labels(told).inc()
     if told in _REFUSED:
@@ -180,6 +184,18 @@ async def _issue_directly(request: Request) -> Response:
 router.add_api_route("/api/v1/coupons/issue", issue_coupon, methods=["POST"], status_code=202,
                      response_model=IssueAccepted, route_class_override=IssueRoute,
                      responses=responses(400, 401, 403, 404, 409, 410, 413, 422, 429, 503))
+
+
+async def _held(driver: AsyncDriver, answer: GatewayAnswer, coupon_id: str) -> GatewayAnswer:
+    """The room answered ISSUED without taking the user in: they hold a coupon already
+    (a call that outlived the time limiter after the script issued it, then sent to a
+    sold-out room). Not a place in line: pointed at the room, they would poll a room
+    that never knew them. This request's own coupon is followed on its status stream;
+    a coupon of another of the user's requests makes this one a duplicate."""
+    own = await driver.run(read_status(coupon_id, answer.request_id))
+    issued = own is not None and own.state is not RequestState.FAILED
+    return replace(answer, room_state=None,
+                   outcome=IssueOutcome.ISSUED if issued else IssueOutcome.DUPLICATE)
 
 
 def _accepted(answer: GatewayAnswer, coupon_id: str, user: str, keyed: Keyed) -> Response:
