@@ -13,6 +13,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Awaitable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,15 +23,17 @@ from sqlalchemy import Connection, create_engine, text
 
 from couponsim.connection import connect
 from couponsim.drivers.sync import SyncDriver
+from couponsim.flows.gateway import Gateway
 from couponsim.keys import CouponKeys
 from couponsim.local_redis import LocalRedisError, RedisServer, local_server, redis_server_path
 from couponsim.persistence.repository import Repository
+from couponsim.resilience.time_limiter import TimeLimiter
 from couponsim.service.config import ServiceConfig
 from couponsim.service.problem import PROBLEM_JSON
 from couponsim.verify import check_invariants
 
 from .conftest import _missing
-from .service_helpers import follow, live_service, sse_events
+from .service_helpers import Live, follow, live_service, sse_events
 
 pytestmark = pytest.mark.redis_cluster     # needs redis-server on PATH, as test_failover
 
@@ -103,6 +106,15 @@ class WritesHeld:
             self._postgres.close()
             self._postgres.engine.dispose()
             self._postgres = None
+
+
+def patient(live: Live) -> Live:
+    """A time limiter past the test's own bounds. This file is about a restart: on a
+    loaded machine a press over the default 1 s budget goes to the room (QUEUED), and
+    the status stream the test follows would be the room's page, which sends no event."""
+    gateway: Gateway = live.app.state.gateway
+    live.app.state.gateway = replace(gateway, time_limiter=TimeLimiter(timeout_s=120))
+    return live
 
 
 async def bounded(call: Awaitable[T]) -> T:
@@ -265,7 +277,7 @@ def test_a_redis_restart_loses_no_accepted_request(redis_server: RedisServer,
             return await finish(client, accepted, streams)
 
     with live_service(_config(redis_server, db_url)) as live:
-        accepted, finals, watched = asyncio.run(scenario(live.url))
+        accepted, finals, watched = asyncio.run(scenario(patient(live).url))
 
     assert len(run_ids) == 2 and run_ids[0] != run_ids[1], "Redis was not restarted"
     assert len(accepted) == len(before + in_flight + during + after)
@@ -315,7 +327,7 @@ def test_the_first_requests_after_a_quiet_restart_are_accepted(
                                                   strict=True)), streams)
 
     with live_service(_config(redis_server, db_url)) as live:
-        accepted, finals, watched = asyncio.run(scenario(live.url))
+        accepted, finals, watched = asyncio.run(scenario(patient(live).url))
 
     assert len(accepted) == len(before + after)
     assert set(finals.values()) == {"COMPLETED"}, finals
