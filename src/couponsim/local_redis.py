@@ -159,6 +159,19 @@ class RedisServer:
         self.pid_wait()
 
 
+def _start_on_a_free_port(server: RedisServer) -> RedisServer:
+    """Start ``server``; when its port was taken between choosing it and binding it (by
+    another process choosing at the same moment), start it again on other free ports."""
+    for _ in range(_PORT_ATTEMPTS - 1):
+        try:
+            return server.start()
+        except LocalRedisError:
+            server.stop()
+            server = RedisServer(free_ports(1)[0], server.directory.parent /
+                                 f"{server.directory.name}-again", server.options)
+    return server.start()
+
+
 @contextmanager
 def local_server(directory: Path, *options: str) -> Iterator[RedisServer]:
     """One fresh redis-server on a free port, stopped by its pid on leaving."""
@@ -323,10 +336,10 @@ def local_cluster(directory: Path, masters: int = 3, node_timeout_ms: int = 1000
         cluster = LocalCluster([RedisServer(port, directory / str(port), options)
                                 for port in chosen])
         stack.callback(cluster.stop)
-        for server in cluster.servers:
-            server.start()
+        for n, server in enumerate(cluster.servers):
+            cluster.servers[n] = _start_on_a_free_port(server)
         subprocess.run([binary, "--cluster", "create",
-                        *(f"127.0.0.1:{port}" for port in chosen),
+                        *(f"127.0.0.1:{server.port}" for server in cluster.servers),
                         "--cluster-replicas", "1", "--cluster-yes"],
                        check=True, capture_output=True, timeout=60)
         cluster.wait_healthy()
