@@ -42,8 +42,11 @@ def _serving_workers(server: psutil.Process, port: int) -> dict[int, int]:
 
 
 def _hubs(backend: Backend) -> int:
-    """Connections holding a pattern subscription: one per status hub."""
-    return sum(1 for client in backend.client.client_list() if int(client["psub"]) > 0)
+    """Connections holding a pattern subscription on this test's database: one per
+    status hub (CLIENT LIST is the whole server's, other test processes' hubs too)."""
+    db = int(backend.client.connection_pool.connection_kwargs.get("db", 0))
+    return sum(1 for client in backend.client.client_list()
+               if int(client["psub"]) > 0 and int(client["db"]) == db)
 
 
 @pytest.mark.slow
