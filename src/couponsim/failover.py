@@ -36,7 +36,7 @@ from couponsim.flows import Variant, lifecycle
 from couponsim.flows.consume import ConsumerConfig
 from couponsim.flows.issue import IssueOutcome, IssueRequest, issue
 from couponsim.keys import CouponKeys
-from couponsim.local_redis import RedisServer, local_cluster, local_server
+from couponsim.local_redis import LocalRedisError, RedisServer, local_cluster, local_server
 from couponsim.persistence.repository import Repository
 from couponsim.verify import InvariantReport, check_invariants
 
@@ -152,7 +152,14 @@ def _open(driver: SyncDriver, plan: Plan) -> None:
 
 
 def _lag(master: RedisServer, replica: RedisServer) -> None:
-    """Stop the replica and fill the link: later writes stay in the master's memory."""
+    """Stop the replica and fill the link: later writes stay in the master's memory.
+
+    The replica first acknowledges everything so far (WAIT): on a loaded machine it
+    can still be behind, even without the event itself, and the loss measured would
+    then be the whole event, not the writes made during the lag."""
+    with master.client() as client:
+        if client.execute_command("WAIT", 1, 30_000) < 1:
+            raise LocalRedisError(f"the replica of port {master.port} did not catch up in 30 s")
     replica.send(signal.SIGSTOP)
     with master.client() as client:
         client.set(f"filler:{CouponKeys(COUPON).tag}", b"x" * FILLER_BYTES)
