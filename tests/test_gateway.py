@@ -158,6 +158,10 @@ def test_before_the_start_the_gateway_sends_users_to_the_shuffled_pre_queue(
         assert answer.room_state == "WAITING"
         assert answer.path in (Path.EARLY, Path.BEHIND_WAITERS)
     assert driver.client.zrange(CouponKeys("c1").waiting, 0, -1) == ["b", "c", "a"]
+    clock[0] = 9_999   # the admission job's tick just before the start admits no one
+    assert timed.run(admission_round(gateway, "c1", 10)) is None
+    assert driver.client.zrange(CouponKeys("c1").waiting, 0, -1) == ["b", "c", "a"]
+    assert set(driver.client.hvals(CouponKeys("c1").room)) == {"WAITING"}
     clock[0] = 10_001
     admission = timed.run(admission_round(gateway, "c1", 10))
     assert admission is not None and list(admission.outcomes) == ["b", "c", "a"]

@@ -199,7 +199,9 @@ def admission_round(gateway: Gateway, coupon_id: str, batch: int) -> Flow[Admiss
     The batch goes through the breaker like any call (as its probe when OPEN, so
     the breaker half-opens and closes again without direct traffic) and counts
     as a failure when it outlives the time limiter's budget. None when the room
-    is empty or the breaker refused.
+    is empty, the event has not started (the admitted would only be put back in
+    line, and a user following the room would read ADMITTED, then WAITING again)
+    or the breaker refused.
     """
     if gateway.variant is Variant.SEED:
         # S44-S45: isSystemHealthy() (body not shown) read as "the breaker is closed";
@@ -207,9 +209,12 @@ def admission_round(gateway: Gateway, coupon_id: str, batch: int) -> Flow[Admiss
         if gateway.breaker.state is not BreakerState.CLOSED:
             return None
         return (yield from admit_seed(coupon_id, (yield Now()), batch))
-    if not (yield Command("ZCARD", (CouponKeys(coupon_id).waiting,))):
+    keys = CouponKeys(coupon_id)
+    if not (yield Command("ZCARD", (keys.waiting,))):
         return None
     started_ms = yield Now()
+    if started_ms < int((yield Command("HGET", (keys.info, "starts_at_ms"))) or 0):
+        return None
     if not gateway.breaker.try_acquire(started_ms / 1000):
         return None
     try:
