@@ -75,6 +75,16 @@ def test_the_estimated_wait_comes_from_the_measured_admission_rate(driver: SyncD
     assert driver.run(room_status("c1", "u39", START + 30_000)).admission_rate == 5.0
 
 
+def test_before_the_start_the_estimated_wait_is_at_least_the_time_until_it(
+        driver: SyncDriver) -> None:
+    open_event(driver, stock=100, starts_at_ms=START)
+    join_all(driver, ["early", "later"], at=START - 10_000)
+    before = driver.run(room_status("c1", "later", START - 4_000))
+    assert (before.position, before.admission_rate, before.eta_s) == (2, None, 4.0)
+    assert driver.run(room_status("c1", "later", START)).eta_s is None, "started: measure"
+    assert driver.run(room_status("c1", "nobody", START - 4_000)).eta_s is None
+
+
 def test_admission_rate_needs_two_batches() -> None:
     assert admission_rate([]) is None
     assert admission_rate(["1000:5"]) is None

@@ -54,7 +54,8 @@ class RoomStatus:
     position: int = 0
     size: int = 0
     eta_s: float | None = None
-    """Estimated wait from the measured admission rate; None until two batches were seen."""
+    """Estimated wait: the time until the start, plus the line at the measured admission
+    rate; None after the start until two batches were seen."""
     admission_rate: float | None = None
     """Users admitted per second, measured."""
     request_id: str | None = None
@@ -124,9 +125,13 @@ def leave_room(coupon_id: str, user_id: str) -> Flow[bool]:
 
 
 def room_status(coupon_id: str, user_id: str, now_ms: int) -> Flow[RoomStatus]:
-    """Where the user stands, and how long the measured admission rate says it will take."""
+    """Where the user stands, and how long the measured admission rate says it will take.
+
+    Before the start no one is admitted, so the wait is at least the time until the
+    start: that alone, while no batch has been measured yet, is the estimate.
+    """
     keys = CouponKeys(coupon_id)
-    rank, size, state, batches, request_id, closed, held = yield Pipeline((
+    rank, size, state, batches, request_id, closed, held, starts_at = yield Pipeline((
         Command("ZRANK", (keys.waiting, validate_id("user", user_id))),
         Command("ZCARD", (keys.waiting,)),
         Command("HGET", (keys.room, user_id)),
@@ -134,11 +139,15 @@ def room_status(coupon_id: str, user_id: str, now_ms: int) -> Flow[RoomStatus]:
         Command("HGET", (keys.room_requests, user_id)),
         Command("HGET", (keys.room, CLOSED)),
         Command("HGET", (keys.holders, user_id)),
+        Command("HGET", (keys.info, "starts_at_ms")),
     ), atomic=True)
     validate_ms("now_ms", now_ms)
     rate = admission_rate(batches)
     position = 0 if rank is None else rank + 1
-    eta = None if rate is None or not position else position / rate
+    until_start_s = max(0, int(starts_at or 0) - now_ms) / 1000
+    line_s = None if rate is None else position / rate
+    eta = (None if not position or (line_s is None and not until_start_s)
+           else until_start_s + (line_s or 0.0))
     return RoomStatus(told(state, closed, held), position, size, eta, rate, request_id)
 
 
