@@ -5,7 +5,10 @@ plain request it also is."""
 
 import re
 import socket
+import time
 from pathlib import Path
+
+import pytest
 
 from couponsim.connection import connect
 from couponsim.drivers.sync import SyncDriver
@@ -15,6 +18,9 @@ from couponsim.persistence.repository import Repository
 from couponsim.service.config import ServiceConfig
 
 from .service_helpers import live_service, snapshot
+
+UVICORN_DEFAULT_KEEP_ALIVE_S = 5
+"""uvicorn's own timeout_keep_alive, which the service raises."""
 
 ISSUE = b"POST /api/v1/coupons/issue HTTP/1.1\r\nHost: x\r\nX-User-ID: u1\r\n"
 FRAMING_ERRORS = {
@@ -64,3 +70,20 @@ def test_framing_errors_are_uvicorns_plain_400_and_change_nothing(tmp_path: Path
         assert upgrade[0].startswith(b"HTTP/1.1 200 ") and upgrade[1] == b'{"ok":true}'
     assert snapshot(redis_url, repository) == before
     repository.engine.dispose()
+
+
+@pytest.mark.slow
+def test_an_idle_connection_outlives_uvicorns_default_keep_alive(tmp_path: Path) -> None:
+    """A connection idle past uvicorn's default 5 s still serves the next request: the
+    server does not close it under a client (or proxy) about to reuse it."""
+    config = ServiceConfig(redis_url=f"fake://idle-{tmp_path.name}",
+                           db_url=f"sqlite:///{tmp_path / 'i.sqlite'}")
+    ask = b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"
+    with live_service(config, worker=False) as live:
+        host, port = live.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            connection.sendall(ask)
+            assert connection.recv(65_536).startswith(b"HTTP/1.1 200 ")
+            time.sleep(UVICORN_DEFAULT_KEEP_ALIVE_S + 1)
+            connection.sendall(ask)
+            assert connection.recv(65_536).startswith(b"HTTP/1.1 200 "), "closed while idle"

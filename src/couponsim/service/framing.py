@@ -87,9 +87,20 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+KEEP_ALIVE_S = 75
+"""How long an idle connection stays open. Longer than the idle timeout of the
+proxies and load balancers in front of a service (60 s for nginx's and AWS's
+defaults), so that the client side closes first: a server that closes first (uvicorn's
+default is 5 s) races the next request sent on that connection, which then fails
+with a reset the client cannot safely retry (a POST; httpx's ReadError in a test
+whose connections idled while Redis restarted)."""
+
+
 def server_options(plain_asyncio: bool = False) -> dict[str, Any]:
     """uvicorn's loop and parser, each with the head bound: uvloop and httptools with
-    :class:`BoundedHeadProtocol`, or asyncio's loop and h11 (its own bound, answered 400)."""
+    :class:`BoundedHeadProtocol`, or asyncio's loop and h11 (its own bound, answered
+    400); either keeps idle connections for :data:`KEEP_ALIVE_S`."""
     if plain_asyncio:
-        return {"loop": "asyncio", "http": "h11", "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
-    return {"loop": "auto", "http": BoundedHeadProtocol}
+        return {"loop": "asyncio", "http": "h11", "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+                "timeout_keep_alive": KEEP_ALIVE_S}
+    return {"loop": "auto", "http": BoundedHeadProtocol, "timeout_keep_alive": KEEP_ALIVE_S}
