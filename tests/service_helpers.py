@@ -27,7 +27,7 @@ from couponsim.service.framing import server_options
 from couponsim.service.keyed import Keyed, status_location
 from couponsim.service.worker import Worker, WorkerConfig
 
-STARTUP_S = 20.0
+STARTUP_S = 60.0
 """Most the tests wait for uvicorn to start or stop (a bound, never asserted)."""
 
 
