@@ -37,10 +37,12 @@ class RefusesUser(Repository):
 
     def persist_issued(self, coupons: Sequence[IssuedCoupon],
                        fail_after_rows: int | None = None,
-                       one_per_ordinal: bool = True) -> dict[str, Decided]:
+                       one_per_ordinal: bool = True,
+                       unique_key: bool = True) -> dict[str, Decided]:
         if any(coupon.user_id == self.user for coupon in coupons):
             raise PersistenceError("injected: this user's coupons are refused")
-        return super().persist_issued(coupons, fail_after_rows, one_per_ordinal)
+        return super().persist_issued(coupons, fail_after_rows, one_per_ordinal,
+                                       unique_key)
 
 
 @settings(max_examples=60, deadline=None,

@@ -12,7 +12,12 @@ from sqlalchemy import text
 from couponsim.connection import connect
 from couponsim.consumers import drain, drain_seed, run_consumer
 from couponsim.drivers.sync import SyncDriver
-from couponsim.errors import DatabaseUnavailable, InjectedCrash, PersistenceError
+from couponsim.errors import (
+    DatabaseUnavailable,
+    InjectedCrash,
+    InvalidInput,
+    PersistenceError,
+)
 from couponsim.event import CouponEvent
 from couponsim.flows import Variant
 from couponsim.flows.consume import (
@@ -105,11 +110,13 @@ class FlakyRepository(Repository):
 
     def persist_issued(self, coupons: Sequence[IssuedCoupon],
                        fail_after_rows: int | None = None,
-                       one_per_ordinal: bool = True) -> dict[str, Decided]:
+                       one_per_ordinal: bool = True,
+                       unique_key: bool = True) -> dict[str, Decided]:
         if self.outages > 0:
             self.outages -= 1
             raise DatabaseUnavailable(self.url, "injected outage")
-        return super().persist_issued(coupons, fail_after_rows, one_per_ordinal)
+        return super().persist_issued(coupons, fail_after_rows, one_per_ordinal,
+                                       unique_key)
 
 
 @pytest.mark.slow
@@ -152,10 +159,12 @@ class PoisonRepository(Repository):
 
     def persist_issued(self, coupons: Sequence[IssuedCoupon],
                        fail_after_rows: int | None = None,
-                       one_per_ordinal: bool = True) -> dict[str, Decided]:
+                       one_per_ordinal: bool = True,
+                       unique_key: bool = True) -> dict[str, Decided]:
         if any(c.request_id == self.poison for c in coupons):
             raise PersistenceError("injected: refused for good")
-        return super().persist_issued(coupons, fail_after_rows, one_per_ordinal)
+        return super().persist_issued(coupons, fail_after_rows, one_per_ordinal,
+                                       unique_key)
 
 
 def test_an_entry_refused_for_good_is_compensated_after_n_deliveries(backend, repository) -> None:  # type: ignore[no-untyped-def]
@@ -208,6 +217,58 @@ def test_the_database_enforces_the_per_user_limit_too(repository: Repository) ->
     ledger = repository.ledger("c1")
     assert sorted(ledger.coupons) == [("r1", "u1", 1), ("r3", "u2", 1)]
     assert ledger.compensated == {"r2", "r4"}
+
+
+def test_without_the_unique_key_the_seeds_save_stores_every_row(
+        repository: Repository) -> None:
+    """The seed's other reading of S28 (no unique key): a user's second coupon, in the
+    same saveAll or a later one, is stored, numbered after the first; the default
+    reading's key refuses the whole saveAll."""
+    repository.save_coupon(CouponEvent("c1", stock=5))
+
+    def coupon(request: str, user: str) -> IssuedCoupon:
+        return IssuedCoupon(f"C-{request}", request, user, "c1", 1, NOW, NOW + 10)
+
+    with pytest.raises(PersistenceError):
+        repository.persist_issued([coupon("r1", "u1"), coupon("r2", "u1")], None, False)
+    assert repository.ledger("c1").coupons == ()
+    repository.persist_issued([coupon("r1", "u1"), coupon("r2", "u1"), coupon("r3", "u2")],
+                              None, False, False)
+    repository.persist_issued([coupon("r4", "u1")], None, False, False)
+    assert sorted(repository.ledger("c1").coupons) == [
+        ("r1", "u1", 1), ("r2", "u1", 2), ("r3", "u2", 1), ("r4", "u1", 3)]
+    with pytest.raises(InvalidInput, match="one_per_ordinal=False"):
+        repository.persist_issued([coupon("r5", "u3")], unique_key=False)
+
+
+@pytest.mark.postgres
+def test_consumers_racing_without_the_unique_key_store_both_coupons(
+        postgres_repository: Repository) -> None:
+    """Two seed saves of one user's coupons at the same moment, with no unique key: the
+    second waits on the event's row and numbers its row after the first's."""
+    repository = postgres_repository
+    repository.save_coupon(CouponEvent("c1", stock=5))
+    errors: list[Exception] = []
+
+    def persist(request: str) -> None:
+        try:
+            repository.persist_issued(
+                [IssuedCoupon(f"C-{request}", request, "u1", "c1", 1, NOW, NOW + 10)],
+                None, False, False)
+        except Exception as exc:
+            errors.append(exc)
+
+    with repository.engine.connect() as holder:   # hold the event's row: both must wait
+        holder.execute(text("SELECT 1 FROM coupons WHERE id = 'c1' FOR UPDATE"))
+        racers = [threading.Thread(target=persist, args=(r,)) for r in ("r1", "r2")]
+        for racer in racers:
+            racer.start()
+        time.sleep(0.3)
+        holder.rollback()
+    for racer in racers:
+        racer.join(10)
+    assert errors == []
+    assert sorted(n for _r, _u, n in repository.ledger("c1").coupons) == [1, 2]
 
 
 def test_a_users_coupons_read_expired_once_past_their_validity(

@@ -2,6 +2,7 @@
 load, the hardened design holding, and the command line."""
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from couponsim.drivers.sync import SyncDriver
 from couponsim.errors import (
     DatabaseUnavailable,
     InjectedCrash,
+    InvalidChoice,
     InvalidInput,
     RedisUnavailable,
     RequestIdConflict,
@@ -67,10 +69,29 @@ def test_the_bundled_scenarios_load() -> None:
     ("checkout.amount=-5", "checkout.amount must not be negative"),
     ("checkout.cancel_share=2", "share from 0 to 1"),
     ("checkout.nope=1", "unknown field"),
+    ('seed_options.unique_key="nothing"',
+     "seed_options.unique_key must be one of user_coupon, none, got 'nothing'"),
+    ("seed_options.cache_field=1", "seed_options.cache_field must be one of code, coupon"),
+    ("seed_options.nope=1", "unknown field"),
+    ("seed.unique_key=none", "seed is the run's random seed.*seed_options"),
 ])
 def test_bad_scenario_values_are_refused_naming_the_field(override: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         load_scenario("black_friday", [override])
+
+
+def test_a_bad_reading_of_the_seed_is_a_typed_error_and_exit_2(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(InvalidChoice) as refused:
+        load_scenario("black_friday", ["seed_options.unique_key=unique"])
+    assert (refused.value.field, refused.value.allowed) == (
+        "seed_options.unique_key", ("user_coupon", "none"))
+    stores = ["--redis-url", "fake://bad-reading",
+              "--db-url", f"sqlite:///{tmp_path / 'c.sqlite'}"]
+    assert main(["run", "black_friday", "--variant", "seed", *stores,
+                 "--set", "seed_options.unique_key=unique"]) == 2
+    assert "seed_options.unique_key must be one of user_coupon, none" in \
+        capsys.readouterr().err
 
 
 def test_an_unknown_scenario_lists_the_bundled_ones() -> None:
@@ -109,6 +130,28 @@ def test_the_seed_variant_under_load_loses_coupons(embedded: SyncDriver) -> None
     assert told is not None and told.completed_unstored and told.codes_not_held
     finals = outcome.requests.set_index("request").final_state
     assert set(finals[list(told.completed_unstored)]) == {"COMPLETED"}, "told, not stored"
+
+
+@pytest.mark.slow
+def test_the_seed_options_section_reaches_the_consumer(system: SyncDriver) -> None:
+    """S28 read without a unique key (``--set seed_options.unique_key=none``): the same
+    run's double clicks, which the workbench's key refuses with their batch, are both
+    stored, and the database's rows show their users over the one-per-user limit."""
+    overlap = [*SMALL, 'variant="seed"', "traffic.double_click_share=0.3",
+               "traffic.double_click_within_ms=5", "traffic.status_timeout_s=30"]
+    keyed = simulate(load_scenario("black_friday", overlap), system)
+    unkeyed = simulate(load_scenario("black_friday",
+                                     [*overlap, "seed_options.unique_key=none"]), system)
+    assert keyed.report.lost_units > 0 and not keyed.report.duplicates
+    report, told = unkeyed.report, unkeyed.report.told
+    assert report.duplicates and report.lost_units == 0 and not report.ok
+    assert report.persisted == report.issued == 200
+    assert told is not None and told.completed_unstored == told.codes_not_held == ()
+    rows = Counter(user for _request, user, _n in
+                   system.repository.ledger("bf-2026").coupons)  # type: ignore[union-attr]
+    assert {user: n for user, n in rows.items() if n > 1} == report.duplicates
+    assert unkeyed.summary["seed_options"] == {"cache_field": "code", "unique_key": "none"}
+    assert keyed.summary["seed_options"]["unique_key"] == "user_coupon"
 
 
 @pytest.mark.slow
@@ -173,7 +216,7 @@ def test_the_command_runs_a_scenario_and_writes_its_files(
 @pytest.mark.parametrize("error", [
     UnknownCoupon("c1"), UnknownRequest("r1"), RequestIdConflict("r1", "u2"),
     RedisUnavailable("redis://h", "down"), DatabaseUnavailable("sqlite://", "locked"),
-    InjectedCrash("after_read")])
+    InjectedCrash("after_read"), InvalidChoice("f", "x", ("a", "b"))])
 def test_errors_survive_simpys_copy_between_processes(error: Exception) -> None:
     """SimPy re-creates a failed process's exception as type(e)(*e.args)."""
     copy = type(error)(*error.args)

@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -9,6 +10,7 @@ from couponsim.errors import InvalidInput
 from couponsim.flows import Variant
 from couponsim.flows.consume import CrashPoint
 from couponsim.flows.issue import IssueOutcome
+from couponsim.flows.seed_options import SeedOptions
 from couponsim.spike import SpikeConfig, run_spike
 
 from .conftest import Backend
@@ -33,6 +35,19 @@ def test_the_seed_spike_turns_double_clicks_into_lost_coupons(system: SyncDriver
     assert result.report.lost_units > 0
     assert result.consumed.dropped == result.report.lost_units
     assert not result.report.ok
+
+
+def test_without_a_unique_key_the_seed_spike_stores_double_clicks_twice(
+        system: SyncDriver) -> None:
+    """The same spike read without the (user, coupon, ordinal) key: no batch is refused,
+    every unit taken is a stored coupon, and users stored twice are duplicates."""
+    keyed = run_spike(SpikeConfig(**SMALL, variant=Variant.SEED), system)  # type: ignore[arg-type]
+    result = run_spike(SpikeConfig(**SMALL, variant=Variant.SEED,  # type: ignore[arg-type]
+                                   seed_options=SeedOptions(unique_key="none")), system)
+    assert result.consumed.dropped == result.report.lost_units == 0
+    assert result.report.persisted == 100 and result.report.oversold == 0
+    assert result.report.duplicates and not result.report.ok
+    assert keyed.report.lost_units > 0 and not keyed.report.duplicates
 
 
 @pytest.mark.parametrize("point", list(CrashPoint))
@@ -75,6 +90,29 @@ def test_the_command_prints_the_tally_and_exits_by_the_invariants(
     assert "all invariants hold" in out and "ISSUED" in out and "50 stored" in out
     assert main([*args, "--variant", "seed"]) == 1
     assert "FAIL  nothing lost" in capsys.readouterr().out
+
+
+def test_the_command_takes_the_seeds_unique_key_reading(
+        capsys: pytest.CaptureFixture[str], stores: list[str]) -> None:
+    args = ["run", "spike", "--users", "300", "--stock", "50", "--double-click", "0.5",
+            "--variant", "seed", "--json", *stores]
+    assert main(args) == 1
+    keyed = json.loads(capsys.readouterr().out)["report"]
+    assert main([*args, "--unique-key", "none"]) == 1
+    unkeyed = json.loads(capsys.readouterr().out)
+    assert unkeyed["config"]["seed_options"]["unique_key"] == "none"
+    report = unkeyed["report"]
+    def lost(document: dict[str, Any]) -> int:
+        return next(int(check["observed"]) for check in document["checks"]
+                    if check["name"].startswith("nothing lost"))
+
+    assert (report["persisted"], report["stock_left"], lost(report)) == (50, 0, 0)
+    assert lost(keyed) > 0
+    assert report["duplicates"] and not keyed["duplicates"] and keyed["persisted"] < 50
+    assert main(["run", "spike", "--unique-key", "none", *stores]) == 2
+    assert "--variant seed" in capsys.readouterr().err
+    assert main(["run", "black_friday", "--unique-key", "none", *stores]) == 2
+    assert "belong to the spike job" in capsys.readouterr().err
 
 
 def test_verify_judges_a_live_system(capsys: pytest.CaptureFixture[str],

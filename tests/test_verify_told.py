@@ -5,6 +5,7 @@ hardened ones, and passes on a clean run of either."""
 
 from contextlib import suppress
 
+import pytest
 from sqlalchemy import text
 
 from couponsim.consumers import drain, drain_seed
@@ -13,6 +14,7 @@ from couponsim.drivers.sync import SyncDriver
 from couponsim.flows import Variant
 from couponsim.flows.consume import consume_seed_batch
 from couponsim.flows.issue import ISSUE_FLOWS, IssueRequest, issue_seed
+from couponsim.flows.seed_options import SeedOptions, UniqueKey
 from couponsim.keys import CouponKeys, user_coupons_key
 from couponsim.verify import InvariantReport, check_invariants
 
@@ -22,6 +24,7 @@ NOW = 1_000
 COMPLETED = "told COMPLETED only with a stored coupon"
 PROCESSING = "nothing left PROCESSING once the queue is drained"
 CODES = "codes told are the user's in the database"
+DUPLICATE = "no duplicate (users over their limit)"
 
 
 def verdicts(report: InvariantReport) -> dict[str, tuple[int, bool]]:
@@ -79,6 +82,40 @@ def test_the_seed_batch_refused_by_the_database_fails_completed_and_codes(
     assert told[COMPLETED] == (3, False)
     assert told[CODES] == (3, False), "u1 shown two codes, u2 one, none stored"
     assert told[PROCESSING] == (0, True)
+
+
+@pytest.mark.parametrize("batch_size", [10, 1], ids=["one-batch", "two-batches"])
+@pytest.mark.parametrize("unique_key", ["user_coupon", "none"])
+def test_the_readings_of_the_unique_key_fail_different_checks(
+        system: SyncDriver, unique_key: UniqueKey, batch_size: int) -> None:
+    """S28 read both ways. With the workbench's key, the saveAll holding the double
+    click's second coupon is refused whole, after its users were told COMPLETED. With
+    no key, every row is stored: what users were told holds, and the database's own
+    rows show u1 holding two coupons of a one-per-user event."""
+    open_event(system, Variant.SEED)
+    double_click(system, "u1", "r1", "r1b")
+    issue_all(system, Variant.SEED, [("u2", "r2")])
+    totals = drain_seed(system, batch_size, clock_ms=lambda: NOW,
+                        options=SeedOptions(unique_key=unique_key))
+    report = system.run(check_invariants("c1", with_database=True))
+    told = verdicts(report)
+    ledger = system.repository.ledger("c1")  # type: ignore[union-attr]
+    stored = sorted((user, n) for _request, user, n in ledger.coupons)
+    if unique_key == "none":
+        assert totals.dropped == 0
+        assert stored == [("u1", 1), ("u1", 2), ("u2", 1)]
+        assert report.duplicates == {"u1": 2}
+        assert told[DUPLICATE] == (1, False)
+        assert told[COMPLETED] == told[CODES] == (0, True)
+        assert report.lost_units == 0
+    else:
+        refused = 3 if batch_size == 10 else 1          # the whole batch, or r1b's own
+        assert totals.dropped == refused
+        assert len(stored) == 3 - refused and report.duplicates == {}
+        assert told[DUPLICATE] == (0, True)
+        assert told[COMPLETED] == (refused, False)
+        assert report.lost_units == refused
+    assert not report.ok
 
 
 def test_the_seed_status_put_back_to_processing_fails_the_drained_check(

@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from tqdm import tqdm
 
@@ -28,6 +28,8 @@ from couponsim.explore.timeline import format_timeline
 from couponsim.flows import Variant
 from couponsim.flows.consume import CrashPoint
 from couponsim.flows.issue import IssueOutcome
+from couponsim.flows.seed_options import DEFAULT as SEED_DEFAULTS
+from couponsim.flows.seed_options import SeedOptions, UniqueKey
 from couponsim.persistence.database import DEFAULT_DATABASE_URL
 from couponsim.persistence.repository import Repository
 from couponsim.report import build_report
@@ -79,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="queue entries per hardened consumer batch")
     spike.add_argument("--crash-at", choices=[p.value for p in CrashPoint],
                        help="make the first consumer batch die here; a restarted one drains")
+    spike.add_argument("--unique-key", choices=get_args(UniqueKey),
+                       help="seed variant: the user-coupon table's unique key, which the "
+                            "document never shows (default user_coupon; none: a double "
+                            "click's two coupons are both stored)")
     _add_store_options(run)
 
     verify = commands.add_parser("verify", help="check the invariants of a live system")
@@ -210,8 +216,10 @@ def _report_lines(report: InvariantReport) -> list[str]:
 
 def _spike_lines(result: SpikeResult) -> list[str]:
     config, consumed = result.config, result.consumed
+    readings = "" if config.seed_options == SEED_DEFAULTS else \
+        f" (unique key {config.seed_options.unique_key})"
     lines = [f"spike: {config.users:,} users, {config.stock:,} coupons, variant "
-             f"{config.variant}, seed {config.seed}: {result.requests:,} requests in "
+             f"{config.variant}{readings}, seed {config.seed}: {result.requests:,} requests in "
              f"{result.wall_s:.2f} s", "\nusers were told"]
     lines += [f"  {outcome.value:<12}{result.told[outcome]:>10,}" for outcome in IssueOutcome]
     lines.append(f"\nconsumers: {consumed.batches:,} batches, {consumed.persisted:,} stored, "
@@ -264,10 +272,15 @@ def _run(args: argparse.Namespace) -> InvariantReport:
         return _simulate(args, driver)
     if args.set or args.out:
         raise InvalidInput("--set and --out belong to the simulation scenarios, not the spike")
+    if args.unique_key is not None and args.variant != Variant.SEED.value:
+        raise InvalidInput("--unique-key is a reading of the seed's document: use it with "
+                           "--variant seed")
     given = {"users": args.users, "stock": args.stock, "double_click": args.double_click,
              "concurrency": args.concurrency, "seed": args.seed, "coupon_id": args.coupon,
              "batch_size": args.batch_size, "consumer_crash": args.crash_at,
-             "variant": args.variant}
+             "variant": args.variant,
+             "seed_options": None if args.unique_key is None
+             else SeedOptions(unique_key=args.unique_key)}
     config = SpikeConfig(**{name: value for name, value in given.items() if value is not None})
     result = run_spike(config, driver)
     print(json.dumps(_spike_json(result), indent=2) if args.json
@@ -277,7 +290,8 @@ def _run(args: argparse.Namespace) -> InvariantReport:
 
 def _simulate(args: argparse.Namespace, driver: SyncDriver) -> InvariantReport:
     spike_only = [f"--{name.replace('_', '-')}" for name in
-                  ("stock", "double_click", "concurrency", "coupon", "batch_size", "crash_at")
+                  ("stock", "double_click", "concurrency", "coupon", "batch_size", "crash_at",
+                   "unique_key")
                   if getattr(args, name) is not None]
     if spike_only:
         raise InvalidInput(f"{', '.join(spike_only)} belong to the spike job; for a scenario "

@@ -22,6 +22,7 @@ from couponsim.flows.consume import (
     consume_seed_batch,
     load_event,
 )
+from couponsim.flows.seed_options import DEFAULT, SeedOptions
 
 SEED_POLL_S = 0.05
 """The seed consumer's schedule: every 50 ms."""
@@ -85,13 +86,15 @@ def run_consumer(driver: SyncDriver, coupon_id: str, name: str, stop: threading.
 
 def run_seed_consumer(driver: SyncDriver, stop: threading.Event,
                       batch_size: int = SEED_BATCH_SIZE,
-                      clock_ms: Callable[[], int] = wall_clock_ms) -> ConsumerTotals:
+                      clock_ms: Callable[[], int] = wall_clock_ms,
+                      options: SeedOptions = DEFAULT) -> ConsumerTotals:
     """Run the seed consumer until ``stop`` is set: one batch, then 50 ms from its end,
     busy or not (``@Scheduled(fixedDelay = 50)``, docs/seed_trace.md S19)."""
     events: dict[str, CouponEvent] = {}
     totals = ConsumerTotals()
     while not stop.is_set():
-        report = driver.run(consume_seed_batch(events, clock_ms(), batch_size))
+        report = driver.run(consume_seed_batch(events, clock_ms(), batch_size,
+                                               options=options))
         totals.add(report)
         stop.wait(SEED_POLL_S)
     return totals
@@ -119,12 +122,14 @@ def drain(driver: SyncDriver, coupon_id: str, name: str = "drain",
 
 def drain_seed(driver: SyncDriver, batch_size: int = SEED_BATCH_SIZE,
                clock_ms: Callable[[], int] = wall_clock_ms,
-               crash_at: CrashPoint | None = None) -> ConsumerTotals:
+               crash_at: CrashPoint | None = None,
+               options: SeedOptions = DEFAULT) -> ConsumerTotals:
     """Run the seed consumer until the global list is empty, in this thread."""
     events: dict[str, CouponEvent] = {}
     totals = ConsumerTotals()
     while True:
-        report = driver.run(consume_seed_batch(events, clock_ms(), batch_size, crash_at))
+        report = driver.run(consume_seed_batch(events, clock_ms(), batch_size, crash_at,
+                                               options))
         totals.add(report)
         if report.read == 0:
             return totals

@@ -25,6 +25,23 @@ class InvalidId(InvalidInput):
     """An ID that would go into a Redis key is malformed."""
 
 
+class InvalidChoice(InvalidInput):
+    """A field that takes one of a few named values got another.
+
+    It keeps the field, the value and the choices, so a caller that knows where the
+    field sits (a scenario's section) can name it in full without parsing a message.
+    """
+
+    def __init__(self, field: str, value: object, allowed: tuple[str, ...]) -> None:
+        super().__init__(field, value, allowed)
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+
+    def __str__(self) -> str:
+        return f"{self.field} must be one of {', '.join(self.allowed)}, got {self.value!r}"
+
+
 class InvalidEventConfig(InvalidInput):
     """A coupon event definition is inconsistent (negative stock, end before start...)."""
 

@@ -31,6 +31,7 @@ from couponsim.flows.consume import (
     load_event,
 )
 from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest
+from couponsim.flows.seed_options import DEFAULT, SeedOptions
 from couponsim.verify import InvariantReport, check_invariants
 
 START_MS = 1_700_000_000_000
@@ -51,6 +52,8 @@ class SpikeConfig:
     """Queue entries per consumer batch (the seed's consumer takes 10, as written)."""
     consumer_crash: CrashPoint | None = None
     """Where the first consumer batch dies, if it does."""
+    seed_options: SeedOptions = DEFAULT
+    """The seed consumer's readings of the document (the hardened variant has none)."""
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.stock < 1 or self.concurrency < 1 or self.batch_size < 1:
@@ -116,8 +119,9 @@ def _consume(config: SpikeConfig, driver: SyncDriver, now_ms: int) -> ConsumerTo
     if config.variant is Variant.SEED:
         if config.consumer_crash is not None:
             with suppress(InjectedCrash):
-                driver.run(consume_seed_batch({}, now_ms, SEED_BATCH_SIZE, config.consumer_crash))
-        return drain_seed(driver, clock_ms=lambda: now_ms)
+                driver.run(consume_seed_batch({}, now_ms, SEED_BATCH_SIZE, config.consumer_crash,
+                                              config.seed_options))
+        return drain_seed(driver, clock_ms=lambda: now_ms, options=config.seed_options)
     consumer = ConsumerConfig(batch_size=config.batch_size, claim_idle_ms=0)
     if config.consumer_crash is not None:
         event = driver.run(load_event(config.coupon_id))

@@ -293,7 +293,8 @@ def consume_seed_batch(events: dict[str, CouponEvent], now_ms: int,
     COMPLETED with a code (status, publish, cache) *before* anything is stored;
     then save the batch at once. ``@Transactional`` has no effect on the private,
     self-invoked method, so nothing undoes the Redis writes when the save fails:
-    the batch's users were told COMPLETED and the items are gone.
+    the batch's users were told COMPLETED and the items are gone. ``options`` picks
+    the reading of S26 (the cache's field) and of S28 (the table's unique key).
     """
     validate_ms("now_ms", now_ms)
     raw: list[str] = []
@@ -322,7 +323,8 @@ def consume_seed_batch(events: dict[str, CouponEvent], now_ms: int,
     for coupon_id in sorted({coupon.coupon_id for coupon in coupons}):
         group = [coupon for coupon in coupons if coupon.coupon_id == coupon_id]
         try:
-            yield DbCall("persist_issued", (group, fail_after, False))
+            yield DbCall("persist_issued", (group, fail_after, False,
+                                            options.unique_key == "user_coupon"))
         except (PersistenceError, DatabaseUnavailable):
             continue  # S20: caught and logged; the popped items are simply gone
         saved += len(group)

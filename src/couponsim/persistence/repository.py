@@ -89,7 +89,8 @@ class Repository:
 
     def persist_issued(self, coupons: Sequence[IssuedCoupon],
                        fail_after_rows: int | None = None,
-                       one_per_ordinal: bool = True) -> dict[str, Decided]:
+                       one_per_ordinal: bool = True,
+                       unique_key: bool = True) -> dict[str, Decided]:
         """Store a batch in one transaction, idempotently, and say what each request became.
 
         A request decided before (a redelivery) keeps its first decision: a
@@ -99,7 +100,14 @@ class Repository:
         the seed's saveAll as written (docs/seed_trace.md S28): nothing is
         judged, neither a user's second coupon (the unique key then fails the
         whole batch) nor the event's stock (no cap: the document has none).
+        ``unique_key=False`` (with ``one_per_ordinal=False`` only) is the seed's
+        other reading of a table the document never shows, one without the
+        (user, coupon, ordinal) key: each row is numbered after the user's
+        highest ordinal, so the key cannot refuse it (``SeedOptions.unique_key``).
         """
+        if not unique_key and one_per_ordinal:
+            raise InvalidInput("unique_key=False is the seed's saveAll: it judges nothing "
+                               "(one_per_ordinal=False)")
         if not coupons:
             return {}
         coupon_id = coupons[0].coupon_id
@@ -125,6 +133,8 @@ class Repository:
                 decided = self._within_stock(session, coupon_id, stock, coupons, decided)
             rows = [vars(c) | {"status": "ACTIVE"} for c in coupons
                     if decided[c.request_id] is Decision.PERSISTED]
+            if not unique_key:
+                rows = self._numbered(session, coupon_id, rows)
             stored = self._insert(UserCoupon).on_conflict_do_nothing(
                 index_elements=["coupon_id", "request_id"])
             if fail_after_rows is not None:
@@ -362,6 +372,27 @@ class Repository:
                 taken.append(coupon.request_id)
         return decided | Repository._overrule(session, coupon_id, taken,
                                               "the user holds this coupon already")
+
+    @staticmethod
+    def _numbered(session: Session, coupon_id: str,
+                  rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows, each user's numbered after their highest stored ordinal of the event.
+
+        Under the event's row lock (taken before), so two consumers cannot give one
+        user the same number. A row the insert skips (its request stored already)
+        leaves a gap in a user's numbers, which nothing reads.
+        """
+        users = {row["user_id"] for row in rows}
+        highest = {user: int(ordinal) for user, ordinal in session.execute(
+            select(UserCoupon.user_id, func.max(UserCoupon.ordinal))
+            .where(UserCoupon.coupon_id == coupon_id, UserCoupon.user_id.in_(users))
+            .group_by(UserCoupon.user_id))}
+        numbered = []
+        for row in rows:
+            ordinal = highest.get(row["user_id"], 0) + 1
+            highest[row["user_id"]] = ordinal
+            numbered.append(row | {"ordinal": ordinal})
+        return numbered
 
     @staticmethod
     def _overrule(session: Session, coupon_id: str, requests: list[str],

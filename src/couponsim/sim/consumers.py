@@ -45,7 +45,8 @@ class Consumers:
         reclaim = ConsumerConfig(batch_size=spec.batch_size, claim_idle_ms=0)
         while True:
             reclaiming = name in world.reclaiming
-            flow = (consume_seed_batch(events, int(self.env.now), SEED_BATCH_SIZE)
+            flow = (consume_seed_batch(events, int(self.env.now), SEED_BATCH_SIZE,
+                                       options=world.scenario.seed_options)
                     if event is None else consume_batch(event, name, int(self.env.now),
                                                         reclaim if reclaiming else config))
             report = yield world.store.flow(flow)

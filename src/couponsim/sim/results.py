@@ -5,13 +5,14 @@ tables come from what the model recorded about each request and each sample.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from couponsim.fairness import Fairness, fairness
+from couponsim.flows import Variant
 from couponsim.sim.records import START_MS, Run
 from couponsim.sim.traffic import Kind
 from couponsim.verify import InvariantReport
@@ -77,7 +78,9 @@ class Outcome:
             "at_s": round((failover.at_ms - START_MS) / 1000, 3),
             "replication_lag_ms": round(failover.lag_ms, 3),
             "acknowledged_before": failover.acknowledged,
-            "forgotten": len(failover.forgotten)}})
+            "forgotten": len(failover.forgotten)}}) | (
+            {"seed_options": asdict(self.run.scenario.seed_options)}
+            if self.run.scenario.variant is Variant.SEED else {})
 
 
 OUTCOME_RANK = ("COMPLETED", "ISSUED", "FAILED", "FORGOTTEN", "GAVE_UP", "LEFT", "SOLD_OUT",

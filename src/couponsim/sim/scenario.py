@@ -8,11 +8,12 @@ import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from couponsim.bundled import bundled_dir
-from couponsim.errors import InvalidInput
+from couponsim.errors import InvalidChoice, InvalidInput
 from couponsim.flows import Variant
+from couponsim.flows.seed_options import SeedOptions
 from couponsim.ids import validate_id
 from couponsim.latency_profile import load_profile
 
@@ -143,6 +144,10 @@ class Scenario:
     gateway: GatewaySpec = field(default_factory=GatewaySpec)
     checkout: CheckoutSpec = field(default_factory=CheckoutSpec)
     failover: FailoverSpec = field(default_factory=FailoverSpec)
+    seed_options: SeedOptions = field(default_factory=SeedOptions)
+    """The seed variant's readings of the document where it contradicts itself or
+    shows nothing (``cache_field``, ``unique_key``); the hardened variant ignores
+    them. Not ``[seed]``: ``seed`` is the run's random seed."""
 
     def __post_init__(self) -> None:
         _check(self)
@@ -166,8 +171,7 @@ def _check(scenario: Scenario) -> None:
     try:
         object.__setattr__(scenario, "variant", Variant(scenario.variant))
     except ValueError:
-        raise InvalidInput(f"variant must be one of {', '.join(Variant)}, "
-                           f"got {scenario.variant!r}") from None
+        raise InvalidChoice("variant", scenario.variant, tuple(Variant)) from None
     for section in _SECTIONS:
         spec = getattr(scenario, section)
         for item in fields(spec):
@@ -178,6 +182,10 @@ def _check(scenario: Scenario) -> None:
                     raise InvalidInput(f"{where} must be true or false, got {value!r}")
                 continue
             if item.type is str:
+                continue
+            if get_origin(item.type) is Literal:   # a choice: not a number to range-check
+                if value not in get_args(item.type):
+                    raise InvalidChoice(where, value, get_args(item.type))
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) \
                     or not math.isfinite(value):
@@ -195,9 +203,8 @@ def _check(scenario: Scenario) -> None:
     if scenario.event.warm_up_at_s > -1:
         raise InvalidInput("event.warm_up_at_s must come at least 1 s before the start")
     if scenario.failover.lag_distribution not in LAG_DISTRIBUTIONS:
-        raise InvalidInput(f"failover.lag_distribution must be one of "
-                           f"{', '.join(LAG_DISTRIBUTIONS)}, "
-                           f"got {scenario.failover.lag_distribution!r}")
+        raise InvalidChoice("failover.lag_distribution", scenario.failover.lag_distribution,
+                            LAG_DISTRIBUTIONS)
 
 
 def scenario_names() -> list[str]:
@@ -229,6 +236,9 @@ def load_scenario(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()
         if not raw:
             raise InvalidInput(f"override {override!r}: write section.field=value")
         *sections, name = key.strip().split(".")
+        if sections[:1] == ["seed"]:
+            raise InvalidInput(f"override {override!r}: seed is the run's random seed; the "
+                               "seed variant's readings are seed_options.FIELD")
         target = document
         for section in sections:
             target = target.setdefault(section, {})
@@ -248,7 +258,7 @@ def _parse_value(raw: str) -> Any:
 _SECTIONS: dict[str, type] = {"event": EventSpec, "traffic": TrafficSpec,
                               "latency": LatencySpec, "consumers": ConsumerSpec,
                               "gateway": GatewaySpec, "checkout": CheckoutSpec,
-                              "failover": FailoverSpec}
+                              "failover": FailoverSpec, "seed_options": SeedOptions}
 
 
 def _build(document: dict[str, Any]) -> Scenario:
@@ -275,6 +285,9 @@ def _make(kind: type, values: dict[str, Any], where: str) -> Any:
                            f"(known: {', '.join(sorted(known))})")
     try:
         return kind(**values)
+    except InvalidChoice as exc:
+        # a section that checks its own choices names the field, not where it sits
+        raise InvalidChoice(where + exc.field, exc.value, exc.allowed) from None
     except InvalidInput:
         raise
     except (TypeError, ValueError) as exc:
