@@ -118,6 +118,19 @@ def test_the_readings_of_the_unique_key_fail_different_checks(
     assert not report.ok
 
 
+def test_the_same_double_click_on_hardened_stores_one_coupon_under_either_reading(
+        system: SyncDriver) -> None:
+    """The hardened issue script marks the user in the same atomic step that takes the
+    unit, so the second click is a DUPLICATE before anything is queued: no table key
+    is needed to keep u1 at one coupon."""
+    open_event(system, Variant.HARDENED)
+    issue_all(system, Variant.HARDENED, [("u1", "r1"), ("u1", "r1b"), ("u2", "r2")])
+    report = settle(system, Variant.HARDENED)
+    ledger = system.repository.ledger("c1")  # type: ignore[union-attr]
+    assert sorted(user for _request, user, _n in ledger.coupons) == ["u1", "u2"]
+    assert report.ok and report.duplicates == {}
+
+
 def test_the_seed_status_put_back_to_processing_fails_the_drained_check(
         system: SyncDriver) -> None:
     """S16 after S24: the consumer completes the request between the issue's push and
