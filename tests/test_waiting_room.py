@@ -44,6 +44,20 @@ def test_positions_follow_arrival_and_a_user_waits_at_most_once(driver: SyncDriv
     assert driver.client.hget(CouponKeys("c1").room_requests, "a") == "q-a"
 
 
+def test_a_user_admitted_while_holding_a_coupon_is_pointed_at_it(driver: SyncDriver) -> None:
+    """u1's later click put them in line while their first, slower one was issued (it
+    outlived the time limiter): admitted, the room's issue is a DUPLICATE, and the room
+    tells ISSUED with the request that holds the coupon, whose status has the code."""
+    open_event(driver, stock=5, starts_at_ms=START)
+    join_all(driver, ["u1", "u2"])
+    assert driver.run(issue(IssueRequest("c1", "u1", "r1"), START + 1)).outcome is \
+        IssueOutcome.ISSUED
+    assert driver.run(admit("c1", 5, START + 100)).outcomes == {"u1": "ISSUED", "u2": "ISSUED"}
+    told = driver.run(room_status("c1", "u1", START + 101))
+    assert (told.state, told.request_id) == ("ISSUED", "r1")
+    assert driver.client.hget(CouponKeys("c1").holders, "u1") == "1"
+
+
 def test_equal_arrival_times_are_ordered_by_user_id(driver: SyncDriver) -> None:
     open_event(driver, stock=5, starts_at_ms=START)
     for user in ("m", "b", "x"):

@@ -251,6 +251,7 @@ def _serve(coupon_id: str, users: Sequence[tuple[str, str, float]],
         scores[user] = score
     if not outcomes:
         return Admission({})
+    yield from _point_holders_at_their_coupon(keys, outcomes)
     close = "SOLD_OUT" if sold_out else ""
     if "REQUEUE" in outcomes.values() and (yield Command("GET", (keys.active,))) == "ended":
         close = "NOT_ACTIVE"
@@ -260,6 +261,26 @@ def _serve(coupon_id: str, users: Sequence[tuple[str, str, float]],
     drained = yield Script("room_settle", (keys.waiting, keys.room),
                            (keys.room_channel, close, *triples))
     return Admission(outcomes, drained)
+
+
+def _point_holders_at_their_coupon(keys: CouponKeys, outcomes: dict[str, str]) -> Flow[None]:
+    """A user admitted with a DUPLICATE holds a coupon from another of their requests:
+    one that outlived the time limiter after the script issued it, while a later click
+    of theirs had already put them in line. Told DUPLICATE, they would never see the
+    code; told ISSUED, with the room's request pointed at the one holding the coupon,
+    they follow its status to the code (as a closed room answers a holder, see
+    :func:`told`)."""
+    duplicates = [user for user, outcome in outcomes.items() if outcome == "DUPLICATE"]
+    if not duplicates:
+        return
+    holding = yield Pipeline(tuple(Command("HGET", (keys.holders, f"{user}#1"))
+                                   for user in duplicates))
+    held = {user: request for user, request in zip(duplicates, holding, strict=True)
+            if request}
+    if held:
+        yield Command("HSET", (keys.room_requests,
+                               *(item for pair in held.items() for item in pair)))
+        outcomes.update(dict.fromkeys(held, "ISSUED"))
 
 
 def join_room_seed(coupon_id: str, user_id: str, now_ms: int) -> Flow[RoomAnswer]:
