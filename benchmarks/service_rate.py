@@ -170,9 +170,10 @@ def _measure(base: str, server: psutil.Process, route: str, lever: str,
 
 @contextmanager
 def _service(args: argparse.Namespace, *flags: str) -> Iterator[tuple[str, psutil.Process]]:
-    """``couponsim serve --no-worker`` with ``flags``; yields its base URL and process."""
+    """``couponsim serve --no-worker --quiet`` with ``flags``; yields its base URL and
+    process. Quiet: an access log line per request would be measured with every route."""
     with tempfile.TemporaryDirectory() as scratch, served(
-            args.port, "--no-worker", "--redis-url", args.redis_url,
+            args.port, "--no-worker", "--quiet", "--redis-url", args.redis_url,
             "--db-url", f"sqlite:///{scratch}/bench.sqlite", *flags,
             timeout_s=180.0) as server:    # spawned service processes start slowly
         yield f"http://127.0.0.1:{args.port}", psutil.Process(server.pid)
