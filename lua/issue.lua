@@ -95,11 +95,12 @@ local function decide(record, request, user, at_ms, behind)
     redis.call('HINCRBY', KEYS[4], user, 1)
   end
 
-  redis.call('HSET', record, 'outcome', outcome, 'remaining', stock, 'ordinal', ordinal,
-             'user', user, 'at_ms', at_ms)
   if outcome == 'ISSUED' then
-    redis.call('HSET', record, 'status', 'PROCESSING')
+    redis.call('HSET', record, 'outcome', outcome, 'remaining', stock, 'ordinal', ordinal,
+               'user', user, 'at_ms', at_ms, 'status', 'PROCESSING')
   else
+    redis.call('HSET', record, 'outcome', outcome, 'remaining', stock, 'ordinal', ordinal,
+               'user', user, 'at_ms', at_ms)
     redis.call('EXPIRE', record, lifetime)
   end
   return outcome, stock, ordinal

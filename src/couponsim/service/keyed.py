@@ -18,8 +18,8 @@ coupon travels in the proof, so the status path needs only the request id.
 
 import base64
 import hmac
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,7 +49,7 @@ class Keyed:
     def request_id(self, user_id: str, coupon_id: str, idempotency_key: str | None) -> str:
         """A fresh random id, or the one this user's key names for this coupon."""
         if idempotency_key is None:
-            return uuid.uuid4().hex
+            return secrets.token_hex(16)   # 128 random bits, as uuid4's hex but cheaper
         return self._mac("request", user_id, coupon_id, idempotency_key).hex()
 
     def proof(self, request_id: str, user_id: str, coupon_id: str) -> str:
