@@ -26,6 +26,7 @@ less CPU than httpx, which on 2 cores took most of a core itself.
 
     python benchmarks/service_rate.py [--redis-url redis://127.0.0.1:6379/14]
                                       [--connections 50] [--seconds 5] [--load wrk]
+                                      [--only-all-levers]
 """
 
 import argparse
@@ -210,6 +211,10 @@ def main() -> None:
     parser.add_argument("--load", choices=["httpx", "wrk"],
                         default="wrk" if shutil.which("wrk") else "httpx",
                         help="the load generator (default: wrk when installed)")
+    parser.add_argument("--only-all-levers", action="store_true",
+                        help="measure bare, issue and sold-out with every lever on, and "
+                             "nothing else: the target's ratio, quickly enough to repeat "
+                             "on a shared machine")
     args = parser.parse_args()
     driver = SyncDriver.from_url(args.redis_url)
     _open_events(driver)
@@ -220,7 +225,8 @@ def main() -> None:
             ("no coalescing", ("--no-coalesce",), ("issue",)),
             ("no sold-out flag", ("--no-sold-out-flag",), ("sold-out",)),
             ("asyncio + h11", ("--plain-asyncio",), ("bare", "issue")),
-            ("2 workers", ("--workers", "2"), ("bare", "issue"))]
+            ("2 workers", ("--workers", "2"), ("bare", "issue"))][
+        :1 if args.only_all_levers else None]
     try:
         for lever, flags, routes in runs:
             with _service(args, *flags) as (base, server):
