@@ -26,6 +26,7 @@ less CPU than httpx, which on 2 cores took most of a core itself.
 
     python benchmarks/service_rate.py [--redis-url redis://127.0.0.1:6379/14]
                                       [--connections 50] [--seconds 5] [--load wrk]
+                                      [--only-all-levers]
 """
 
 import argparse
@@ -170,9 +171,10 @@ def _measure(base: str, server: psutil.Process, route: str, lever: str,
 
 @contextmanager
 def _service(args: argparse.Namespace, *flags: str) -> Iterator[tuple[str, psutil.Process]]:
-    """``couponsim serve --no-worker`` with ``flags``; yields its base URL and process."""
+    """``couponsim serve --no-worker --quiet`` with ``flags``; yields its base URL and
+    process. Quiet: an access log line per request would be measured with every route."""
     with tempfile.TemporaryDirectory() as scratch, served(
-            args.port, "--no-worker", "--redis-url", args.redis_url,
+            args.port, "--no-worker", "--quiet", "--redis-url", args.redis_url,
             "--db-url", f"sqlite:///{scratch}/bench.sqlite", *flags,
             timeout_s=180.0) as server:    # spawned service processes start slowly
         yield f"http://127.0.0.1:{args.port}", psutil.Process(server.pid)
@@ -209,6 +211,10 @@ def main() -> None:
     parser.add_argument("--load", choices=["httpx", "wrk"],
                         default="wrk" if shutil.which("wrk") else "httpx",
                         help="the load generator (default: wrk when installed)")
+    parser.add_argument("--only-all-levers", action="store_true",
+                        help="measure bare, issue and sold-out with every lever on, and "
+                             "nothing else: the target's ratio, quickly enough to repeat "
+                             "on a shared machine")
     args = parser.parse_args()
     driver = SyncDriver.from_url(args.redis_url)
     _open_events(driver)
@@ -219,7 +225,8 @@ def main() -> None:
             ("no coalescing", ("--no-coalesce",), ("issue",)),
             ("no sold-out flag", ("--no-sold-out-flag",), ("sold-out",)),
             ("asyncio + h11", ("--plain-asyncio",), ("bare", "issue")),
-            ("2 workers", ("--workers", "2"), ("bare", "issue"))]
+            ("2 workers", ("--workers", "2"), ("bare", "issue"))][
+        :1 if args.only_all_levers else None]
     try:
         for lever, flags, routes in runs:
             with _service(args, *flags) as (base, server):

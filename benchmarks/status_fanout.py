@@ -61,10 +61,10 @@ from urllib.parse import urlsplit, urlunsplit
 import psutil  # type: ignore[import-untyped]
 import redis
 
+from couponsim.codes import SIMULATION_CODES
 from couponsim.drivers.sync import SyncDriver
 from couponsim.event import CouponEvent
 from couponsim.flows import Variant, lifecycle
-from couponsim.flows.consume import coupon_code
 from couponsim.flows.issue import IssueOutcome, IssueRequest, issue
 from couponsim.flows.status import RequestState, RequestStatus
 from couponsim.keys import CouponKeys
@@ -219,7 +219,8 @@ def _status_path(request_id: str) -> str:
 
 
 def _final(request_id: str) -> RequestStatus:
-    return RequestStatus(request_id, RequestState.COMPLETED, coupon_code(COUPON, request_id))
+    return RequestStatus(request_id, RequestState.COMPLETED,
+                         SIMULATION_CODES.code(COUPON, request_id))
 
 
 async def _watch(port: int, request_id: str, opening: asyncio.Semaphore,

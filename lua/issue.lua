@@ -7,24 +7,32 @@
 -- KEYS[4] coupon:holders:{C}     hash    user -> coupons the user holds, and user#n -> request
 --                                        for each ordinal n in use (freed again by compensation)
 -- KEYS[5] coupon:queue:{C}       stream  the issue queue, one entry per issued coupon
--- KEYS[5+i] coupon:request:{C}:{R_i}  hash  request i's answer and status
+-- KEYS[6] coupon:waiting:{C}     zset    the waiting room's line (only counted)
+-- KEYS[6+i] coupon:request:{C}:{R_i}  hash  request i's answer and status
 -- ARGV[1] coupon id   ARGV[2] lifetime of a request record in seconds
--- ARGV[3i], ARGV[3i+1], ARGV[3i+2]  request i's id, user id, and the time it was made in
---   ms, from the caller's clock (never Redis TIME: simulations stay deterministic)
+-- ARGV[4i-1], ARGV[4i], ARGV[4i+1], ARGV[4i+2]  request i's id, user id, the time it was
+--   made in ms, from the caller's clock (never Redis TIME: simulations stay
+--   deterministic), and '1' when it is to go behind anyone waiting in the room, else '0'
 --
 -- Returns {outcome_1, remaining_1, ordinal_1, outcome_2, ...}, three per request:
---   outcome    ISSUED | DUPLICATE | SOLD_OUT | NOT_ACTIVE | UNKNOWN | CONFLICT
+--   outcome    ISSUED | DUPLICATE | SOLD_OUT | NOT_ACTIVE | UNKNOWN | CONFLICT | WAITERS
 --   remaining  stock left after this request, -1 when the stock was not looked at
 --   ordinal    for ISSUED, the lowest free ordinal of the user's coupons (1 .. per_user_limit),
 --              else 0; the database's unique (user, coupon, ordinal) relies on it being free
 -- A request id seen before (in an earlier call or earlier in this batch) returns its
 -- first answer and changes nothing; CONFLICT means the id was first used by another
 -- user. NOT_ACTIVE, UNKNOWN and CONFLICT change nothing, so a request sent too early
--- can be sent again. An ISSUED record never expires while its coupon is in flight: the
+-- can be sent again. WAITERS: the request was to go behind the room's line, and
+-- someone waits in it; it is decided before anything else (replays included) and
+-- changes nothing: the gateway sends the user to the back of the line. This is the
+-- gateway's "others are waiting" check in the same call as the decision, so a press
+-- costs one script call, and no one can join the line between the check and the
+-- decision. An ISSUED record never expires while its coupon is in flight: the
 -- consumer sets the lifetime when it writes the final status. Replays are answered for
 -- as long as the record lives (ARGV[2] once final): that is the idempotency window.
--- What every request of the batch shares (the definition, the state, the stock) is
--- read once; the stock is then carried along as the batch's own decrements leave it.
+-- What every request of the batch shares (the definition, the state, the stock, the
+-- line's length) is read once; the stock is then carried along as the batch's own
+-- decrements leave it (nothing here changes the line).
 
 local info = redis.call('HMGET', KEYS[1], 'per_user_limit', 'starts_at_ms', 'ends_at_ms')
 local active = redis.call('GET', KEYS[2]) == 'active'
@@ -32,9 +40,18 @@ local limit = tonumber(info[1])
 local starts_at = tonumber(info[2])
 local ends_at = tonumber(info[3])
 local stock = nil
+local waiting = nil
 local coupon, lifetime = ARGV[1], ARGV[2]
 
-local function decide(record, request, user, at_ms)
+local function decide(record, request, user, at_ms, behind)
+  if behind == '1' then
+    if waiting == nil then
+      waiting = redis.call('ZCARD', KEYS[6])
+    end
+    if waiting > 0 then
+      return 'WAITERS', -1, 0
+    end
+  end
   local prior = redis.call('HMGET', record, 'outcome', 'remaining', 'ordinal', 'user')
   if prior[1] then
     if prior[4] ~= user then
@@ -78,20 +95,22 @@ local function decide(record, request, user, at_ms)
     redis.call('HINCRBY', KEYS[4], user, 1)
   end
 
-  redis.call('HSET', record, 'outcome', outcome, 'remaining', stock, 'ordinal', ordinal,
-             'user', user, 'at_ms', at_ms)
   if outcome == 'ISSUED' then
-    redis.call('HSET', record, 'status', 'PROCESSING')
+    redis.call('HSET', record, 'outcome', outcome, 'remaining', stock, 'ordinal', ordinal,
+               'user', user, 'at_ms', at_ms, 'status', 'PROCESSING')
   else
+    redis.call('HSET', record, 'outcome', outcome, 'remaining', stock, 'ordinal', ordinal,
+               'user', user, 'at_ms', at_ms)
     redis.call('EXPIRE', record, lifetime)
   end
   return outcome, stock, ordinal
 end
 
 local answers = {}
-for i = 1, #KEYS - 5 do
-  local outcome, remaining, ordinal = decide(KEYS[5 + i], ARGV[3 * i], ARGV[3 * i + 1],
-                                             ARGV[3 * i + 2])
+for i = 1, #KEYS - 6 do
+  local at = 4 * i - 1
+  local outcome, remaining, ordinal = decide(KEYS[6 + i], ARGV[at], ARGV[at + 1],
+                                             ARGV[at + 2], ARGV[at + 3])
   answers[#answers + 1] = outcome
   answers[#answers + 1] = remaining
   answers[#answers + 1] = ordinal

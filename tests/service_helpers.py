@@ -58,8 +58,8 @@ def live_service(config: ServiceConfig, worker: bool = True) -> Iterator[Live]:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     repository = Repository.from_url(config.db_url)
-    background = Worker(config.redis_url, repository, WorkerConfig(tick_s=0.05)) \
-        if worker else None
+    background = (Worker(config.redis_url, repository, WorkerConfig(tick_s=0.05),
+                         codes=config.codes()) if worker else None)
     if background is not None:
         background.start()
     port = server.servers[0].sockets[0].getsockname()[1]

@@ -167,3 +167,29 @@ def test_coalescing_sends_concurrent_issues_as_one_batched_script_call(
             invariants = await plain.run(check_invariants(coupon))
             assert invariants.ok and invariants.issued == issued
     run_async(test)
+
+
+def test_a_turn_of_presses_through_the_gateway_is_one_script_call(
+        run_async: Callable[[AsyncTest], None]) -> None:
+    """The gateway's "anyone waiting in the room?" is asked by the issue script itself:
+    a loop turn's presses cost one EVALSHA and nothing else; with someone waiting, that
+    call answers them all WAITERS and one more joins them to the line, behind the
+    early bird, without taking stock."""
+    async def test(plain: AsyncDriver) -> None:
+        driver = AsyncDriver(plain.client, plain.url, plain.repository, coalesce=True)
+        await plain.run(lifecycle.open_event(CouponEvent("c1", stock=30), Variant.HARDENED))
+        gateway = Gateway()
+        for n, expected, calls in ((0, GatewayPath.DIRECT, 1),
+                                   (1, GatewayPath.BEHIND_WAITERS, 2)):
+            if n:
+                await plain.client.zadd(CouponKeys("c1").waiting, {"early-bird": 1})
+            before = (driver.round_trips, driver.calls_sent)
+            answers = await asyncio.gather(*(
+                driver.run(gateway_issue(gateway, IssueRequest("c1", f"u{n}-{k}", f"r{n}-{k}")))
+                for k in range(20)))
+            assert (driver.round_trips - before[0], driver.calls_sent - before[1]) == (calls,
+                                                                                      calls)
+            assert {a.path for a in answers} == {expected}
+        invariants = await plain.run(check_invariants("c1"))
+        assert invariants.ok and invariants.issued == 20
+    run_async(test)

@@ -29,10 +29,10 @@ STARTS_MS, ENDS_MS = 100, 1_000
 
 issue_calls = st.lists(
     st.tuples(st.integers(0, 3), st.integers(0, 7),
-              st.sampled_from([50, STARTS_MS, 500, ENDS_MS, 2_000])),
+              st.sampled_from([50, STARTS_MS, 500, ENDS_MS, 2_000]), st.booleans()),
     min_size=1, max_size=25).map(
-    lambda drawn: [(IssueRequest("c1", f"u{user}", f"r{request}"), now)
-                   for user, request, now in drawn])
+    lambda drawn: [(IssueRequest("c1", f"u{user}", f"r{request}"), now, behind)
+                   for user, request, now, behind in drawn])
 
 
 def _split(calls: Sequence[Any], cuts: set[int]) -> list[list[Any]]:
@@ -63,10 +63,13 @@ def _differential(backend: Backend, setup: Callable[[SyncDriver], None],
 @DIFFERENTIAL
 @given(calls=issue_calls, stock=st.integers(1, 4), per_user_limit=st.integers(1, 2),
        state=st.sampled_from(["unknown", "pending", "active", "ended"]),
-       ends=st.booleans(), data=st.data())
+       ends=st.booleans(), waiters=st.booleans(), data=st.data())
 def test_issue_batches_answer_and_store_as_one_call_each(
         backend: Backend, calls: list[IssueCall], stock: int, per_user_limit: int,
-        state: str, ends: bool, data: st.DataObject) -> None:
+        state: str, ends: bool, waiters: bool, data: st.DataObject) -> None:
+    """Calls going behind the room's line (the gateway's) mixed with calls that do not
+    (the admission's), with someone in the line or no one: the folded check is decided
+    alike in any split."""
     event = CouponEvent("c1", stock=stock, per_user_limit=per_user_limit,
                         starts_at_ms=STARTS_MS, ends_at_ms=ENDS_MS if ends else 0)
 
@@ -77,6 +80,8 @@ def test_issue_batches_answer_and_store_as_one_call_each(
             driver.run(lifecycle.activate("c1"))
         if state == "ended":
             driver.run(lifecycle.end("c1"))
+        if waiters:
+            backend.client.zadd(CouponKeys("c1").waiting, {"someone-waiting": 1})
 
     cuts = data.draw(st.sets(st.integers(1, max(1, len(calls) - 1))), label="cuts")
     _differential(backend, setup, issue_batch, calls, cuts)
@@ -136,7 +141,7 @@ def test_room_join_batches_answer_and_store_as_one_call_each(
             return
         driver.run(lifecycle.warm_up(event))
         driver.run(lifecycle.activate("c1"))
-        driver.run(issue_batch([(IssueRequest("c1", "u0", "held"), 200)]))
+        driver.run(issue_batch([(IssueRequest("c1", "u0", "held"), 200, False)]))
         if state == "sold out":
             backend.client.set(keys.stock, 0)
         elif state == "closed":

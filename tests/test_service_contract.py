@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from couponsim.codes import SIMULATION_CODES
 from couponsim.service.config import ServiceConfig
 from couponsim.service.keyed import Keyed, status_location
 
@@ -63,6 +64,9 @@ def test_the_documents_client_issues_follows_and_applies(tmp_path: Path) -> None
             done = await final_status(client, location)
             assert done["event"] == "status" and done["requestId"] == request_id
             assert done["status"] == "COMPLETED" and done["couponCode"]
+            # the worker keyed it with the service's secret, not the public simulation one
+            assert done["couponCode"] == config.codes().code(COUPON, request_id) \
+                != SIMULATION_CODES.code(COUPON, request_id)
             order = await client.post("/api/v1/orders/ORDER-1/apply-coupon",
                                       headers={"X-User-ID": "user-1"},
                                       json={"couponCode": done["couponCode"],

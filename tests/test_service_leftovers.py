@@ -95,7 +95,8 @@ def test_the_admin_route_refuses_it_and_health_reports_a_compensating_worker(
 
     with live_service(config, worker=False) as live:
         repository = Repository.from_url(simulated_db)
-        worker = Worker(config.redis_url, repository, WorkerConfig(tick_s=0.05))
+        worker = Worker(config.redis_url, repository, WorkerConfig(tick_s=0.05),
+                        codes=config.codes())
         live.app.state.worker = worker
         worker.start()
         try:

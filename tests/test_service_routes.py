@@ -26,6 +26,7 @@ from couponsim.records import IssuedCoupon
 from couponsim.resilience.time_limiter import TimeLimiter
 from couponsim.service.config import ServiceConfig
 from couponsim.service.problem import PROBLEM_JSON
+from couponsim.service.routes import IssueFastPath
 
 from .service_helpers import STARTUP_S, _free_port, final_status, live_service
 
@@ -156,6 +157,28 @@ def test_the_openapi_schema_describes_every_answer(tmp_path: Path) -> None:
     issue = schema["paths"]["/api/v1/coupons/issue"]["post"]["responses"]
     assert {"202", "409", "410", "403", "404", "413", "429"} <= set(issue)
     assert PROBLEM_JSON in issue["410"]["content"]
+
+
+def test_the_issue_route_runs_on_its_fast_path_documented_and_measured_as_before(
+        tmp_path: Path) -> None:
+    """Presses take the plain route the app tries first (not FastAPI's included route,
+    which still documents them); the metrics name the route's path and count the answer
+    as before, and another method is still 405."""
+    with live_service(_config(tmp_path), worker=False) as live:
+        assert isinstance(live.app.router.routes[0], IssueFastPath)
+        httpx.post(f"{live.url}/api/v1/admin/coupons", json={"coupon_id": "fast", "stock": 5},
+                   headers=ADMIN).raise_for_status()
+        pressed = httpx.post(f"{live.url}/api/v1/coupons/issue", json={"couponId": "fast"},
+                             headers={"X-User-ID": "u1"})
+        assert pressed.status_code == 202, pressed.text
+        assert httpx.get(f"{live.url}/api/v1/coupons/issue").status_code == 405
+        metrics = httpx.get(f"{live.url}/metrics").text
+        schema = httpx.get(f"{live.url}/openapi.json").json()
+    assert 'couponsim_request_seconds_count{route="/api/v1/coupons/issue"} 2.0' in metrics
+    told = pressed.json()["status"]
+    answer = "ISSUED" if told == "PROCESSING" else pressed.json()["roomState"]
+    assert f'couponsim_issue_answers_total{{answer="{answer}"}} 1.0' in metrics, told
+    assert "requestBody" in schema["paths"]["/api/v1/coupons/issue"]["post"]
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ import redis
 from redis.cluster import RedisCluster
 from tqdm import tqdm
 
+from couponsim.codes import SIMULATION_CODES
 from couponsim.connection import CLUSTER_SCHEME, connect, redact
 from couponsim.drivers import finish
 from couponsim.drivers.sync import SyncDriver, wall_clock_ms
@@ -39,7 +40,7 @@ from couponsim.effects import Command, DbCall, Effect, Pipeline, Script
 from couponsim.errors import CouponsimError, InvalidInput
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow, Variant, lifecycle
-from couponsim.flows.consume import ConsumerConfig, consume_batch, coupon_code, load_event
+from couponsim.flows.consume import ConsumerConfig, consume_batch, load_event
 from couponsim.flows.issue import IssueRequest, issue
 from couponsim.flows.status import read_status
 from couponsim.flows.waiting_room import admit, join_room
@@ -340,7 +341,7 @@ def _database(repository: Repository, coupon: str, sizes: tuple[int, ...], repea
                 batch = []
                 for _ in range(size):
                     request = f"d{made}"
-                    batch.append(IssuedCoupon(coupon_code(coupon, request), request,
+                    batch.append(IssuedCoupon(SIMULATION_CODES.code(coupon, request), request,
                                               f"u{made}", coupon, 1, now, now + 3_600_000))
                     made += 1
                 started = time.perf_counter_ns()

@@ -7,6 +7,7 @@ traceback is printed).
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -429,11 +430,15 @@ def _service(args: argparse.Namespace) -> None:
     here, so that the base install runs every other command without it."""
     try:
         from couponsim.service import serve
-        from couponsim.service.config import ServiceConfig
+        from couponsim.service.config import SECRET_ENV, ServiceConfig
     except ImportError as exc:
         raise MissingExtra("service", f"couponsim {args.command} needs {exc.name}") from None
     if args.command == "worker":
-        serve.work(args.redis_url, args.db_url)
+        if not os.environ.get(SECRET_ENV):
+            print(f"couponsim worker: {SECRET_ENV} is not set; coupon codes are keyed with "
+                  "a secret of this process only. Give every process of a deployment the "
+                  "same one.", file=sys.stderr)
+        serve.work(ServiceConfig.from_env(redis_url=args.redis_url, db_url=args.db_url))
         return
     events = []
     if args.scenario:

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from couponsim.codes import SIMULATION_CODES, CouponCodes
 from couponsim.drivers.sync import SyncDriver, wall_clock_ms
 from couponsim.errors import DatabaseUnavailable, PersistenceError, RedisUnavailable
 from couponsim.event import CouponEvent
@@ -60,12 +61,14 @@ def run_consumer(driver: SyncDriver, coupon_id: str, name: str, stop: threading.
                  config: ConsumerConfig = LIVE,
                  clock_ms: Callable[[], int] = wall_clock_ms,
                  outage_pause_s: float = 0.5,
-                 totals: ConsumerTotals | None = None) -> ConsumerTotals:
+                 totals: ConsumerTotals | None = None,
+                 codes: CouponCodes = SIMULATION_CODES) -> ConsumerTotals:
     """Run the hardened consumer ``name`` on one coupon until ``stop`` is set.
 
     A Redis or database that fails makes it pause and start over; what it held
     stays pending and comes back. An unknown coupon or a bug ends it. ``totals``,
     when given, is summed into as it goes, so a service's health can read it live.
+    ``codes``: the deployment's, in a service's worker.
     """
     event: CouponEvent | None = None
     totals = ConsumerTotals() if totals is None else totals
@@ -73,7 +76,7 @@ def run_consumer(driver: SyncDriver, coupon_id: str, name: str, stop: threading.
         try:
             if event is None:
                 event = driver.run(load_event(coupon_id))
-            report = driver.run(consume_batch(event, name, clock_ms(), config))
+            report = driver.run(consume_batch(event, name, clock_ms(), config, codes=codes))
         except (DatabaseUnavailable, RedisUnavailable, PersistenceError):
             totals.outages += 1
             stop.wait(outage_pause_s)
@@ -103,7 +106,8 @@ def run_seed_consumer(driver: SyncDriver, stop: threading.Event,
 def drain(driver: SyncDriver, coupon_id: str, name: str = "drain",
           config: ConsumerConfig = RESTARTED,
           clock_ms: Callable[[], int] = wall_clock_ms,
-          crash_at: CrashPoint | None = None) -> ConsumerTotals:
+          crash_at: CrashPoint | None = None,
+          codes: CouponCodes = SIMULATION_CODES) -> ConsumerTotals:
     """Consume until the queue has nothing left to give, in this thread.
 
     With the default (``claim_idle_ms=0``) every pending entry is reclaimed at
@@ -114,7 +118,7 @@ def drain(driver: SyncDriver, coupon_id: str, name: str = "drain",
     event = driver.run(load_event(coupon_id))
     totals = ConsumerTotals()
     while True:
-        report = driver.run(consume_batch(event, name, clock_ms(), config, crash_at))
+        report = driver.run(consume_batch(event, name, clock_ms(), config, crash_at, codes))
         totals.add(report)
         if report.read == 0:
             return totals

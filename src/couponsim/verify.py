@@ -17,11 +17,11 @@ It is a flow, so any driver can run it.
 from collections import Counter
 from dataclasses import dataclass, field
 
+from couponsim.codes import SIMULATION_CODES, CouponCodes
 from couponsim.effects import Command, DbCall, Pipeline
 from couponsim.errors import UnknownCoupon
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow
-from couponsim.flows.consume import coupon_code
 from couponsim.flows.redeem import cached_coupon
 from couponsim.flows.seed_queue import parse_seed_items, seed_entries
 from couponsim.flows.status import RequestState, parse_seed_status
@@ -191,8 +191,11 @@ def judge_redemptions(ledger: RedemptionLedger) -> RedemptionFindings:
                               tuple(sorted(out_of_step - twice)))
 
 
-def check_invariants(coupon_id: str, with_database: bool = False) -> Flow[InvariantReport]:
+def check_invariants(coupon_id: str, with_database: bool = False,
+                     codes: CouponCodes = SIMULATION_CODES) -> Flow[InvariantReport]:
     """Read the coupon's state (and, with a database, its stored coupons) and judge it.
+    ``codes``: those the run's consumers made (the seed's statuses are known as the
+    event's by their code); the simulation's unless a deployment's are given.
 
     Exact on a system at rest. On a live one, the Redis side is read as one
     MULTI/EXEC snapshot and the database after it, so a coupon that moves from
@@ -217,11 +220,12 @@ def check_invariants(coupon_id: str, with_database: bool = False) -> Flow[Invari
         persisted=None if ledger is None else len(ledger.coupons),
         compensated=0, coupons_per_user=holders,
         redemptions=(yield from _redemptions(coupon_id, with_database)),
-        told=(yield from _seed_told(coupon_id, ledger)),
+        told=(yield from _seed_told(coupon_id, ledger, codes)),
     )
 
 
-def _seed_told(coupon_id: str, ledger: CouponLedger | None) -> Flow[ToldFindings]:
+def _seed_told(coupon_id: str, ledger: CouponLedger | None,
+               codes: CouponCodes) -> Flow[ToldFindings]:
     """The seed's statuses carry no coupon tag: every ``coupon:status:*`` is read. A
     COMPLETED one belongs to this coupon when its code is this coupon's code for the
     request (codes are derived from both); a PROCESSING one names no coupon, so every
@@ -237,7 +241,7 @@ def _seed_told(coupon_id: str, ledger: CouponLedger | None) -> Flow[ToldFindings
         if status.state is RequestState.PROCESSING and request not in queued:
             processing.append(request)
         elif status.state is RequestState.COMPLETED \
-                and status.code == coupon_code(coupon_id, request):
+                and status.code == codes.code(coupon_id, request):
             completed.append(request)
     return ToldFindings(
         None if stored is None else tuple(sorted(set(completed) - stored)),

@@ -132,6 +132,9 @@ class AsyncDriver:
         try:
             effect = next(flow)
             while True:
+                if type(effect) is Now:   # no await for the clock: several on every press
+                    effect = flow.send(self._clock_ms())
+                    continue
                 try:
                     result = await self.execute(effect)
                 except Exception as exc:  # the flow decides; unhandled, it comes back out

@@ -11,12 +11,12 @@ An entry that keeps failing for good is compensated after
 ``max_deliveries``: its stock comes back and its user is told FAILED.
 """
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from couponsim.codes import SIMULATION_CODES, CouponCodes
 from couponsim.effects import Command, DbCall, Pause, Pipeline, Script
 from couponsim.errors import (
     DatabaseUnavailable,
@@ -110,15 +110,6 @@ class QueueEntry:
     issued_ms: int
 
 
-def coupon_code(coupon_id: str, request_id: str) -> str:
-    """The request's coupon code: derived, so a redelivered entry gets the same one.
-
-    Codes are not secrets: redemption checks the owner, not the code alone.
-    """
-    digest = hashlib.blake2b(f"{coupon_id}/{request_id}".encode(), digest_size=8).hexdigest()
-    return f"C-{digest.upper()}"
-
-
 def load_event(coupon_id: str) -> Flow[CouponEvent]:
     """Read the event definition from Redis and store it in the database, once per consumer."""
     info = yield Command("HGETALL", (CouponKeys(coupon_id).info,))
@@ -131,8 +122,11 @@ def load_event(coupon_id: str) -> Flow[CouponEvent]:
 
 def consume_batch(event: CouponEvent, consumer: str, now_ms: int,
                   config: ConsumerConfig = ConsumerConfig(),
-                  crash_at: CrashPoint | None = None) -> Flow[BatchReport]:
-    """Handle one batch of the coupon's queue: reclaimed entries first, else new ones."""
+                  crash_at: CrashPoint | None = None,
+                  codes: CouponCodes = SIMULATION_CODES) -> Flow[BatchReport]:
+    """Handle one batch of the coupon's queue: reclaimed entries first, else new ones.
+    ``codes``: the deployment's (a keyed hash of coupon and request, so a redelivered
+    entry is stored with the code it would have had); the default is the simulation's."""
     validate_id("consumer", consumer)
     validate_ms("now_ms", now_ms)
     keys = CouponKeys(event.coupon_id)
@@ -163,7 +157,7 @@ def consume_batch(event: CouponEvent, consumer: str, now_ms: int,
         if entry is None:
             yield from _discard(event, entry_id, now_ms)
     entries = [entry for _id, entry in parsed if entry is not None]
-    coupons = [_issued(event, entry) for entry in entries]
+    coupons = [_issued(event, entry, codes) for entry in entries]
     decided = yield from _persist(coupons, config, crash_at)
     refused = [e for e in entries if e.request_id not in decided]
     if crash_at is CrashPoint.AFTER_COMMIT:
@@ -195,9 +189,9 @@ def _entry(entry_id: str, fields: dict[str, str] | None) -> QueueEntry | None:
         return None
 
 
-def _issued(event: CouponEvent, entry: QueueEntry) -> IssuedCoupon:
+def _issued(event: CouponEvent, entry: QueueEntry, codes: CouponCodes) -> IssuedCoupon:
     return IssuedCoupon(
-        code=coupon_code(event.coupon_id, entry.request_id), request_id=entry.request_id,
+        code=codes.code(event.coupon_id, entry.request_id), request_id=entry.request_id,
         user_id=entry.user_id, coupon_id=event.coupon_id, ordinal=entry.ordinal,
         issued_at_ms=entry.issued_ms, expires_at_ms=entry.issued_ms + event.validity_s * 1000)
 
@@ -286,7 +280,8 @@ def _discard(event: CouponEvent, entry_id: str, now_ms: int) -> Flow[None]:
 def consume_seed_batch(events: dict[str, CouponEvent], now_ms: int,
                        batch_size: int = SEED_BATCH_SIZE,
                        crash_at: CrashPoint | None = None,
-                       options: SeedOptions = DEFAULT) -> Flow[BatchReport]:
+                       options: SeedOptions = DEFAULT,
+                       codes: CouponCodes = SIMULATION_CODES) -> Flow[BatchReport]:
     """One run of the seed consumer as written (docs/seed_trace.md S19-S28).
 
     Pop up to ``batch_size`` items one LPOP at a time; for each, tell the user
@@ -312,7 +307,7 @@ def consume_seed_batch(events: dict[str, CouponEvent], now_ms: int,
         if entry["coupon"] not in events:
             events[entry["coupon"]] = yield from load_event(entry["coupon"])
         coupon = _issued(events[entry["coupon"]], QueueEntry(
-            "", entry["request"], entry["user"], 1, int(entry["issued_ms"])))
+            "", entry["request"], entry["user"], 1, int(entry["issued_ms"])), codes)
         coupons.append(coupon)
         try:
             yield from _tell_seed_completed(coupon, options)

@@ -20,7 +20,7 @@ from enum import StrEnum
 from couponsim.effects import Command, Now, Pause
 from couponsim.errors import InvalidInput, RequestIdConflict, UnknownCoupon
 from couponsim.flows import Flow, Variant
-from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest, IssueResult
+from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest, IssueResult, issue
 from couponsim.flows.throttle import SharedLimit, acquire_shared
 from couponsim.flows.waiting_room import (
     FINAL_STATES,
@@ -117,12 +117,15 @@ def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0,
         if permit.wait_s:
             yield Pause(permit.wait_s)
             now_ms = yield Now()
-    if gateway.queue_behind_waiters and (
-            yield Command("ZCARD", (CouponKeys(request.coupon_id).waiting,))):
-        return (yield from _queue(request, Path.BEHIND_WAITERS, arrived_ms, shuffle))
     if not gateway.breaker.try_acquire(now_ms / 1000):
         return (yield from _queue(request, Path.BREAKER_OPEN, arrived_ms, shuffle))
-    result = yield from _guarded(gateway, ISSUE_FLOWS[gateway.variant](request, now_ms), now_ms)
+    # "Anyone waiting in the room?" is asked by the issue script itself, in the same
+    # call: one script call a press (and one a loop turn, coalesced), not two.
+    result = yield from _guarded(
+        gateway, issue(request, now_ms, behind_waiters=gateway.queue_behind_waiters), now_ms)
+    if result.outcome is IssueOutcome.WAITERS:   # the script decided nothing
+        gateway.breaker.release_permission()
+        return (yield from _queue(request, Path.BEHIND_WAITERS, arrived_ms, shuffle))
     finished_ms = yield Now()
     late = gateway.time_limiter.timed_out(now_ms / 1000, finished_ms / 1000)
     gateway.breaker.record(finished_ms / 1000, (finished_ms - now_ms) / 1000, failed=late)

@@ -32,6 +32,9 @@ class IssueOutcome(StrEnum):
     NOT_ACTIVE = "NOT_ACTIVE"
     DUPLICATE = "DUPLICATE"
     SOLD_OUT = "SOLD_OUT"
+    WAITERS = "WAITERS"
+    """Only for a call asked to go behind the room's line: someone waits there, so the
+    script decided nothing (the gateway queues the user; no one else is told this)."""
 
 
 @dataclass(frozen=True)
@@ -56,19 +59,25 @@ class IssueResult:
     """For ISSUED: which of this user's coupons of the event it is (1 for the first)."""
 
 
-ISSUE_SHAPE = BatchShape(shared_keys=5, shared_args=2, keys_each=1, args_each=3, reply_each=3)
-"""lua/issue.lua's layout: the event's five keys, then each request's record; the coupon
-and the records' lifetime, then each request's id, user and time."""
+ISSUE_SHAPE = BatchShape(shared_keys=6, shared_args=2, keys_each=1, args_each=4, reply_each=3)
+"""lua/issue.lua's layout: the event's five keys and the room's line, then each request's
+record; the coupon and the records' lifetime, then each request's id, user, time and
+whether it goes behind the line. The flag is the request's own, not the batch's, so a
+driver merges the gateway's presses (behind) with the admission's (not) into one call."""
 
-IssueCall = tuple[IssueRequest, int]
-"""A request with the time it was made (ms on the caller's clock)."""
+IssueCall = tuple[IssueRequest, int, bool]
+"""A request with the time it was made (ms on the caller's clock), and whether it is to
+go behind anyone waiting in the room (answered WAITERS, deciding nothing, if so)."""
 IssueAnswer = IssueResult | UnknownCoupon | RequestIdConflict
 """One request's answer in a batch: its result, or the refusal :func:`issue` raises."""
 
 
-def issue(request: IssueRequest, now_ms: int) -> Flow[IssueResult]:
-    """The hardened flow: one script decides, decrements, marks, enqueues and records."""
-    (answer,) = yield from issue_batch([(request, now_ms)])
+def issue(request: IssueRequest, now_ms: int,
+          behind_waiters: bool = False) -> Flow[IssueResult]:
+    """The hardened flow: one script decides, decrements, marks, enqueues and records.
+    ``behind_waiters``: first answer WAITERS, deciding nothing, if anyone waits in the
+    room (the gateway's check, in the same call)."""
+    (answer,) = yield from issue_batch([(request, now_ms, behind_waiters)])
     if isinstance(answer, Exception):
         raise answer
     return answer
@@ -80,22 +89,22 @@ def issue_batch(calls: Sequence[IssueCall]) -> Flow[list[IssueAnswer]]:
     if not calls:
         return []
     coupon_id = calls[0][0].coupon_id
-    if any(request.coupon_id != coupon_id for request, _now in calls):
+    if any(request.coupon_id != coupon_id for request, _now, _behind in calls):
         raise InvalidInput("a batch of issue requests is for one coupon")
-    for _request, now_ms in calls:
+    for _request, now_ms, _behind in calls:
         validate_ms("now_ms", now_ms)
     keys = CouponKeys(coupon_id)
     replies = yield Script(
         "issue",
-        (keys.info, keys.active, keys.stock, keys.holders, keys.queue,
-         *(keys.request(request.request_id) for request, _now in calls)),
+        (keys.info, keys.active, keys.stock, keys.holders, keys.queue, keys.waiting,
+         *(keys.request(request.request_id) for request, _now, _behind in calls)),
         (coupon_id, REQUEST_RECORD_TTL_S,
-         *(part for request, now_ms in calls
-           for part in (request.request_id, request.user_id, now_ms))),
+         *(part for request, now_ms, behind in calls
+           for part in (request.request_id, request.user_id, now_ms, int(behind)))),
         ISSUE_SHAPE,
     )
     return [_answer(request, *replies[3 * n:3 * n + 3])
-            for n, (request, _now) in enumerate(calls)]
+            for n, (request, _now, _behind) in enumerate(calls)]
 
 
 def _answer(request: IssueRequest, outcome: str, remaining: int, ordinal: int) -> IssueAnswer:

@@ -8,11 +8,11 @@ plain SETs, which can.
 from dataclasses import dataclass
 from enum import StrEnum
 
+from couponsim.codes import SIMULATION_CODES, CouponCodes
 from couponsim.effects import Command, DbCall, Pipeline, Script
 from couponsim.errors import CouponHasRows, UnknownCoupon
 from couponsim.event import CouponEvent
 from couponsim.flows import Flow, Variant
-from couponsim.flows.consume import coupon_code
 from couponsim.flows.redeem import cached_coupon
 from couponsim.flows.seed_queue import seed_entries
 from couponsim.flows.status import parse_seed_status
@@ -124,12 +124,15 @@ def open_event(event: CouponEvent, variant: Variant) -> Flow[None]:
         yield from activate(event.coupon_id)
 
 
-def purge(coupon_id: str, with_database: bool = False) -> Flow[int]:
+def purge(coupon_id: str, with_database: bool = False,
+          codes: CouponCodes = SIMULATION_CODES) -> Flow[int]:
     """Forget an event entirely: every key under its tag, its seed queue entries
     and, ``with_database``, its rows.
 
     For the workbench's scratch runs, so that a job can be replayed on the same
     Redis and database; returns how many keys, entries and rows were removed.
+    ``codes``: those the run's consumers made (the seed's statuses are known as the
+    event's by their code).
     """
     keys = CouponKeys(coupon_id)
     removed = 0
@@ -144,13 +147,13 @@ def purge(coupon_id: str, with_database: bool = False) -> Flow[int]:
     for raw in (yield Command("LRANGE", (SEED_ISSUE_QUEUE, 0, -1))):
         if seed_entries([raw], coupon_id):
             removed += yield Command("LREM", (SEED_ISSUE_QUEUE, 1, raw))
-    removed += yield from _purge_untagged(coupon_id)
+    removed += yield from _purge_untagged(coupon_id, codes)
     if with_database:
         removed += yield DbCall("purge_coupon", (coupon_id,))
     return removed
 
 
-def _purge_untagged(coupon_id: str) -> Flow[int]:
+def _purge_untagged(coupon_id: str, codes: CouponCodes) -> Flow[int]:
     """The event's records kept under other tags: its codes in users' coupon lists, and
     the seed's COMPLETED statuses (known as the event's by their code). A seed status
     still PROCESSING names no coupon and is left alone."""
@@ -172,7 +175,7 @@ def _purge_untagged(coupon_id: str) -> Flow[int]:
         for key in keys:
             request = key[len(SEED_STATUS_PREFIX):]
             raw = yield Command("GET", (key,))
-            if raw is not None and parse_seed_status(request, raw).code == coupon_code(
+            if raw is not None and parse_seed_status(request, raw).code == codes.code(
                     coupon_id, request):
                 removed += yield Command("DEL", (key,))
         if str(cursor) == "0":

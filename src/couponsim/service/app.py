@@ -25,7 +25,7 @@ from couponsim.service.config import ServiceConfig, StreamVariant
 from couponsim.service.keyed import Keyed
 from couponsim.service.metrics import Metrics
 from couponsim.service.page import router as page_router
-from couponsim.service.routes import router
+from couponsim.service.routes import IssueFastPath, router
 from couponsim.service.sse import StatusHub
 from couponsim.sold_out import SoldOutFlags
 
@@ -138,6 +138,7 @@ def build_app(config: ServiceConfig, gateway: Gateway | None = None) -> FastAPI:
     state.keyed = Keyed(config.secret.encode(), config.proof_ttl_s)
     problem.install(app)
     app.include_router(router)
+    app.router.routes.insert(0, IssueFastPath())   # before the included routers
     app.include_router(page_router)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(Timer, metrics=metrics)

@@ -5,6 +5,7 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
+from couponsim.codes import CouponCodes
 from couponsim.connection import DEFAULT_REDIS_URL
 from couponsim.errors import InvalidInput
 from couponsim.persistence.database import DEFAULT_DATABASE_URL
@@ -40,8 +41,9 @@ class ServiceConfig:
     """The HS256 secret, or the PEM public key for RS256/ES256 (JWT mode)."""
     jwt_algorithms: tuple[str, ...] = ("HS256",)
     secret: str = ""
-    """Keys the request ids and status proofs (keyed.py); every instance of a service must
-    share it. Empty: a random one for this process (one instance, or the tests)."""
+    """Keys the request ids, status proofs (keyed.py) and coupon codes (couponsim.codes);
+    every process of a deployment (service instances, workers) must share it. Empty: a
+    random one for this process and the worker it starts (one instance, or the tests)."""
     proof_ttl_s: int = 600
     """How long the proof in a 202's Location opens its status stream (the document keeps
     a PROCESSING status for 10 minutes)."""
@@ -82,6 +84,10 @@ class ServiceConfig:
             raise InvalidInput("stream timeout, heartbeat and body limit must be positive")
         if self.user_limit < 0 or self.user_period_ms < 1:
             raise InvalidInput("the per-user limit must be >= 0 per a period of >= 1 ms")
+
+    def codes(self) -> CouponCodes:
+        """The coupon codes this deployment's consumers make, keyed with its secret."""
+        return CouponCodes(self.secret.encode())
 
     @classmethod
     def from_env(cls, **given: object) -> "ServiceConfig":

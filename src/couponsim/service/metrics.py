@@ -28,6 +28,15 @@ class Metrics:
                              ["coupon"], registry=self.registry)
         self.lag = Gauge("couponsim_issue_queue_lag", "Issue queue entries not yet stored "
                          "(undelivered + pending)", ["coupon"], registry=self.registry)
+        self._answered: dict[str, Counter] = {}
+
+    def answered(self, answer: str) -> None:
+        """Count one issue answer. Each answer's child is looked up once: ``labels()``
+        validates and locks on every call, a cost every press paid."""
+        child = self._answered.get(answer)
+        if child is None:
+            child = self._answered[answer] = self.answers.labels(answer)
+        child.inc()
 
     async def render(self, driver: AsyncDriver, gateway: Gateway) -> bytes:
         """The exposition text, with the gauges read from Redis and the gateway now."""

@@ -5,7 +5,9 @@ With ``workers > 1``, uvicorn's supervisor starts that many service processes on
 port, each building its own app (driver, gateway, status hub, metrics) from the
 configuration handed down in the environment, while the worker (consumers,
 schedulers, admission) runs once, here, beside the supervisor. Every process shares
-the one secret, so any of them reads the proof another made.
+the one secret, so any of them reads the proof another made, and the worker keys the
+coupon codes with it. ``couponsim worker`` in another process takes it from
+``COUPONSIM_SECRET``, as the service does.
 """
 
 import dataclasses
@@ -68,7 +70,7 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000,
     driver = SyncDriver(connect(config.redis_url), config.redis_url, repository)
     for event in events:
         driver.run(warm_up_fresh(event))
-    worker = Worker(config.redis_url, repository) if with_worker else None
+    worker = Worker(config.redis_url, repository, codes=config.codes()) if with_worker else None
     if worker is not None:
         worker.start()
     if not quiet:
@@ -105,10 +107,11 @@ def addresses(host: str, port: int, config: ServiceConfig,
     return lines
 
 
-def work(redis_url: str, db_url: str) -> None:
-    """The worker alone, in the foreground, for a service whose instances run none."""
-    repository = Repository.from_url(db_url)
+def work(config: ServiceConfig) -> None:
+    """The worker alone, in the foreground, for a service whose instances run none; its
+    consumers key the coupon codes with ``config``'s secret (``COUPONSIM_SECRET``)."""
+    repository = Repository.from_url(config.db_url)
     try:
-        Worker(redis_url, repository).run_until_stopped()
+        Worker(config.redis_url, repository, codes=config.codes()).run_until_stopped()
     finally:
         repository.engine.dispose()

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from couponsim.codes import CouponCodes
 from couponsim.connection import connect
 from couponsim.consumers import ConsumerTotals, run_consumer
 from couponsim.drivers.sync import SyncDriver, wall_clock_ms
@@ -52,6 +53,9 @@ class Worker:
     config: WorkerConfig = field(default_factory=WorkerConfig)
     gateway: Gateway = field(default_factory=Gateway)
     """Admission's own breaker: a batch is a call through it."""
+    codes: CouponCodes = field(kw_only=True)
+    """The deployment's coupon codes (``ServiceConfig.codes``): no default, so a worker
+    never makes codes with the simulation's public secret."""
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _threads: list[threading.Thread] = field(default_factory=list, init=False)
     _consumed: set[str] = field(default_factory=set, init=False)
@@ -116,7 +120,8 @@ class Worker:
                 self._consumed.add(coupon_id)
                 totals = self.consumers.setdefault(coupon_id, ConsumerTotals())
                 self._spawn(f"couponsim-consumer-{coupon_id}",
-                            functools.partial(run_consumer, totals=totals), self._driver(),
+                            functools.partial(run_consumer, totals=totals, codes=self.codes),
+                            self._driver(),
                             coupon_id, worker_name(), self._stop)
             driver.run(admission_round(self.gateway, coupon_id, self.config.admission_batch))
         except (RedisUnavailable, DatabaseUnavailable):
