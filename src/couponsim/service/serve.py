@@ -27,7 +27,7 @@ from couponsim.persistence.repository import Repository
 from couponsim.service.app import build_app
 from couponsim.service.config import ServiceConfig
 from couponsim.service.framing import server_options
-from couponsim.service.worker import Worker
+from couponsim.service.worker import Worker, WorkerConfig
 
 CONFIG_ENV = "COUPONSIM_SERVICE_CONFIG"
 """How the supervisor hands the configuration (secrets included) to its service processes:
@@ -105,10 +105,10 @@ def addresses(host: str, port: int, config: ServiceConfig,
     return lines
 
 
-def work(redis_url: str, db_url: str) -> None:
+def work(redis_url: str, db_url: str, config: WorkerConfig | None = None) -> None:
     """The worker alone, in the foreground, for a service whose instances run none."""
     repository = Repository.from_url(db_url)
     try:
-        Worker(redis_url, repository).run_until_stopped()
+        Worker(redis_url, repository, config or WorkerConfig()).run_until_stopped()
     finally:
         repository.engine.dispose()
