@@ -26,7 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -332,7 +333,7 @@ def run_live(stack: LiveStack, scenario: Scenario, repository: Repository,
         _wait("the worker to open the event",
               lambda: driver.client.get(keys.active) == "active")
         start_ms = (time.time() + lead_s) * 1000
-        records = asyncio.run(_replay(stack.url, coupon, clicks_of(scenario), start_ms))
+        records = _run_coroutine(_replay(stack.url, coupon, clicks_of(scenario), start_ms))
         told = {r["request_id"] for r in records if r["answer"] == "ISSUED"}
         _wait("the consumer to store every coupon",
               lambda: len(_stamps(repository.engine, coupon)) >= len(told)
@@ -352,6 +353,18 @@ def run_live(stack: LiveStack, scenario: Scenario, repository: Repository,
     rows["pressed_ms"] = rows.request.map(pressed)
     return Run(requests.drop(columns=["request_id"]), rows, report, scenario.event.stock,
                press_lag_ms=requests.pressed_ms - requests.planned_ms)
+
+
+def _run_coroutine(coroutine: Coroutine[Any, Any, list[dict[str, Any]]]
+                   ) -> list[dict[str, Any]]:
+    """Run the load generator on an event loop of its own: in a thread of its own where
+    this thread runs one already (a notebook's)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _wait(what: str, done: Callable[[], bool], timeout_s: float = 30.0) -> None:
