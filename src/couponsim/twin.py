@@ -76,6 +76,8 @@ METRICS = {
     "peak_backlog": "peak queue backlog (coupons)",
 }
 """What the check compares, live against simulated, and how the table names it."""
+WARM_UP_PRESSES = 200
+"""Presses a fresh service is given before the runs (answered NOT_ACTIVE)."""
 CONNECTIONS = 64
 """The load generator's connections for presses (each status stream has its own)."""
 SETTLE_S = 60.0
@@ -284,21 +286,18 @@ def _process(*arguments: str) -> Iterator[subprocess.Popen[bytes]]:
 
 @dataclass
 class LiveStack:
-    """``couponsim serve`` (no worker) and ``couponsim worker`` with the level's consumer
-    batch, on one Redis and database, for the runs of one level."""
+    """``couponsim serve`` (no worker) on one Redis and database, warmed up, for the runs
+    of one level; each run starts ``couponsim worker`` with its consumer batch."""
 
     redis_url: str
     db_url: str
-    consumer_batch: int
     url: str = ""
 
     @contextmanager
-    def running(self) -> Iterator["LiveStack"]:
+    def serving(self) -> Iterator["LiveStack"]:
         port = _free_port()
-        stores = ("--redis-url", self.redis_url, "--db-url", self.db_url)
-        with (_process("serve", "--no-worker", "--quiet", "--port", str(port), *stores) as
-              service,
-              _process("worker", "--consumer-batch", str(self.consumer_batch), *stores)):
+        with _process("serve", "--no-worker", "--quiet", "--port", str(port),
+                      *self._stores()) as service:
             self.url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 30
             while True:
@@ -312,7 +311,32 @@ class LiveStack:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the service did not answer within 30 s")
                 time.sleep(0.05)
+            self._warm()
             yield self
+
+    @contextmanager
+    def working(self, consumer_batch: int) -> Iterator[None]:
+        """A worker of its own for one run: a worker keeps a consumer for every event it
+        has seen, and earlier runs' consumers would share its process."""
+        with _process("worker", "--consumer-batch", str(consumer_batch), *self._stores()):
+            yield
+
+    def _stores(self) -> tuple[str, ...]:
+        return ("--redis-url", self.redis_url, "--db-url", self.db_url)
+
+    def _warm(self, presses: int = WARM_UP_PRESSES) -> None:
+        """Presses on an event not yet open (its room's pre-queue takes them: nothing is
+        issued), not followed, the event purged after: a fresh process's first requests
+        pay for its pools, scripts and code paths."""
+        coupon = f"twin-warm-{secrets.token_hex(4)}"
+        driver = SyncDriver(connect(self.redis_url), self.redis_url)
+        try:
+            driver.run(lifecycle.warm_up(CouponEvent(
+                coupon, 1, name="warm-up", starts_at_ms=int(time.time() * 1000) + 3_600_000)))
+            _run_coroutine(_press_only(self.url, coupon, presses))
+        finally:
+            driver.run(lifecycle.purge(coupon))
+            driver.client.close()
 
 
 def run_live(stack: LiveStack, scenario: Scenario, repository: Repository,
@@ -390,6 +414,21 @@ async def _replay(url: str, coupon: str, clicks: list[Click],
     try:
         return list(await asyncio.gather(*(_press(pool, coupon, click, start_ms)
                                            for click in clicks)))
+    finally:
+        await pool.close()
+
+
+async def _press_only(url: str, coupon: str, presses: int) -> list[dict[str, Any]]:
+    """``presses`` presses at once by as many users, their answers not followed."""
+    pool = Pool(url, CONNECTIONS)
+    await pool.open()
+    try:
+        body = json.dumps({"coupon_id": coupon}).encode()
+        answers = await asyncio.gather(*(pool.request(
+            "POST", "/api/v1/coupons/issue",
+            {"X-User-ID": f"warm{n}", "Content-Type": "application/json"}, body)
+            for n in range(presses)))
+        return [{"status": answer.status} for answer in answers]
     finally:
         await pool.close()
 
@@ -478,7 +517,18 @@ class TwinResult:
         return pd.concat([level.table() for level in self.levels], ignore_index=True)
 
 
-def twin_check(redis_url: str, db_url: str, users: int = 1000, runs: int = 3,
+def _live_run(stack: LiveStack, repository: Repository, scenario: Scenario) -> Run:
+    """One live run with a worker of its own; its coupon purged once the worker stopped."""
+    try:
+        with stack.working(scenario.consumers.batch_size):
+            return run_live(stack, scenario, repository)
+    finally:
+        driver = SyncDriver(connect(stack.redis_url), stack.redis_url, repository)
+        driver.run(lifecycle.purge(scenario.event.coupon_id, with_database=True))
+        driver.client.close()
+
+
+def twin_check(redis_url: str, db_url: str, users: int = 600, runs: int = 3,
                seed: int = 1, progress: Callable[[str], None] | None = None,
                chosen: tuple[Level, ...] | None = None,
                plan_size: CalibrationPlan = SMALL_CALIBRATION) -> TwinResult:
@@ -493,27 +543,19 @@ def twin_check(redis_url: str, db_url: str, users: int = 1000, runs: int = 3,
         profile = Path(directory) / "profile.toml"
         save_profile(calibration, profile, "Measured by the twin check just before its runs.")
         repository = Repository.from_url(db_url)
-        coupons: list[str] = []
         try:
             with stamping(repository.engine):
                 for level in chosen or levels(users):
-                    stack = LiveStack(redis_url, db_url, level.consumer_batch)
                     live = []
-                    with stack.running():
+                    with LiveStack(redis_url, db_url).serving() as stack:
                         for n in range(runs):
-                            coupons.append(f"twin-{secrets.token_hex(4)}")
                             say(f"{level.name}: live run {n + 1} of {runs}")
-                            live.append(run_live(stack, scenario_for(level, coupons[-1],
-                                                                     profile, seed),
-                                                 repository))
+                            live.append(_live_run(stack, repository, scenario_for(
+                                level, f"twin-{secrets.token_hex(4)}", profile, seed)))
                     say(f"{level.name}: model")
                     scenario = scenario_for(level, "twin-model", profile, seed)
                     results.append(LevelResult(level, live, run_model(scenario),
                                                clicks_of(scenario)))
         finally:
-            driver = SyncDriver(connect(redis_url), redis_url, repository)
-            for coupon in coupons:
-                driver.run(lifecycle.purge(coupon, with_database=True))
-            driver.client.close()
             repository.engine.dispose()
     return TwinResult(results, calibration.latency, calibration.wall_s)
