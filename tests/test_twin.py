@@ -12,7 +12,7 @@ from couponsim.twin import METRICS, Level, twin_check
 TINY = (Level("keeps up", users=60, stock=12, spread_s=0.5, consumer_batch=50),
         Level("saturates", users=60, stock=12, spread_s=0.5, consumer_batch=1))
 QUICK = CalibrationPlan(pings=50, users=100, status_reads=50, room_users=20,
-                        batch_sizes=(1, 10), batch_repeats=3, pubsub_messages=20)
+                        batch_sizes=(1, 50, 200), batch_repeats=5, pubsub_messages=20)
 
 
 @pytest.mark.slow
