@@ -6,6 +6,7 @@ traceback is printed).
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -185,6 +186,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="the profile to write (default: ./latency_profile.toml)")
     worker = commands.add_parser(
         "worker", help="run consumers, schedulers and waiting-room admission for a service")
+    worker.add_argument("--consumer-batch", type=int,
+                        help="queue entries per consumer batch (default: the live consumer's)")
     for command in (serve, worker):   # never run's defaults: a service shares no state
         command.add_argument("--redis-url", default=SERVICE_REDIS_URL,   # with simulations
                              help=f"default {SERVICE_REDIS_URL} (in this process only)")
@@ -438,7 +441,12 @@ def _service(args: argparse.Namespace) -> None:
             print(f"couponsim worker: {SECRET_ENV} is not set; coupon codes are keyed with "
                   "a secret of this process only. Give every process of a deployment the "
                   "same one.", file=sys.stderr)
-        serve.work(ServiceConfig.from_env(redis_url=args.redis_url, db_url=args.db_url))
+        from couponsim.consumers import LIVE
+        from couponsim.service.worker import WorkerConfig
+
+        batch = {} if args.consumer_batch is None else {"batch_size": args.consumer_batch}
+        serve.work(ServiceConfig.from_env(redis_url=args.redis_url, db_url=args.db_url),
+                   WorkerConfig(consumer=dataclasses.replace(LIVE, **batch)))
         return
     events = []
     if args.scenario:

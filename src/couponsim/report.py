@@ -29,6 +29,7 @@ REPORT_PARAMETERS: dict[str, dict[str, Any]] = {
     "06_redemption": {"USERS": 2_000},
     "07_failover": {"USERS": 20_000, "STOCK": 1_000, "SPREAD_S": 2.0, "DIES_AT_S": 0.08,
                     "MAX_LAG_MS": 80, "REPLICATIONS": 3},
+    "08_model_vs_reality": {"USERS": 600, "RUNS": 3, "SPREAD_S": 2.0},
 }
 """The report's sizes, by notebook; a notebook not named here runs with its own."""
 

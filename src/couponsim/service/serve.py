@@ -29,7 +29,7 @@ from couponsim.persistence.repository import Repository
 from couponsim.service.app import build_app
 from couponsim.service.config import ServiceConfig
 from couponsim.service.framing import server_options
-from couponsim.service.worker import Worker
+from couponsim.service.worker import Worker, WorkerConfig
 
 CONFIG_ENV = "COUPONSIM_SERVICE_CONFIG"
 """How the supervisor hands the configuration (secrets included) to its service processes:
@@ -107,11 +107,12 @@ def addresses(host: str, port: int, config: ServiceConfig,
     return lines
 
 
-def work(config: ServiceConfig) -> None:
+def work(config: ServiceConfig, worker: WorkerConfig | None = None) -> None:
     """The worker alone, in the foreground, for a service whose instances run none; its
     consumers key the coupon codes with ``config``'s secret (``COUPONSIM_SECRET``)."""
     repository = Repository.from_url(config.db_url)
     try:
-        Worker(config.redis_url, repository, codes=config.codes()).run_until_stopped()
+        Worker(config.redis_url, repository, worker or WorkerConfig(),
+               codes=config.codes()).run_until_stopped()
     finally:
         repository.engine.dispose()

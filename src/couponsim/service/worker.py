@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 from couponsim.codes import CouponCodes
 from couponsim.connection import connect
-from couponsim.consumers import ConsumerTotals, run_consumer
+from couponsim.consumers import LIVE, ConsumerTotals, run_consumer
 from couponsim.drivers.sync import SyncDriver, wall_clock_ms
 from couponsim.errors import CouponsimError, DatabaseUnavailable, RedisUnavailable
+from couponsim.flows.consume import ConsumerConfig
 from couponsim.flows.gateway import Gateway, admission_round
 from couponsim.flows.lifecycle import event_ids, follow_schedule
 from couponsim.flows.waiting_room import recover_admitted
@@ -38,6 +39,9 @@ class WorkerConfig:
     """Users admitted per tick: with the default tick, up to 1,000 a second."""
     rescan_ticks: int = 10
     """Look for newly defined events every this many ticks (SCAN walks the keyspace)."""
+    consumer: ConsumerConfig = LIVE
+    """Each coupon's consumer: its batch size (the twin check sets it, to run the
+    consumers the model is given)."""
 
 
 def worker_name() -> str:
@@ -120,7 +124,8 @@ class Worker:
                 self._consumed.add(coupon_id)
                 totals = self.consumers.setdefault(coupon_id, ConsumerTotals())
                 self._spawn(f"couponsim-consumer-{coupon_id}",
-                            functools.partial(run_consumer, totals=totals, codes=self.codes),
+                            functools.partial(run_consumer, config=self.config.consumer,
+                                              totals=totals, codes=self.codes),
                             self._driver(),
                             coupon_id, worker_name(), self._stop)
             driver.run(admission_round(self.gateway, coupon_id, self.config.admission_batch))

@@ -81,3 +81,5 @@ class Run:
     gateway: Gateway | None = None
     end_ms: float = 0.0
     failover: Failover | None = None
+    stored_ms: dict[str, float] = field(default_factory=dict)
+    """When each stored coupon's transaction ended (virtual ms), by request id."""

@@ -36,6 +36,9 @@ class Store:
                                  lambda effect: _service_ms(
                                      effect, latency.redis_command_ms, latency.redis_script_ms))
         self.database = Server(env, capacity=DATABASE_POOL)
+        self.stored_ms: dict[str, float] = {}
+        """When each coupon's transaction ended, by request: the model's own record of
+        what a live database stamps on a stored row (the twin check compares them)."""
 
     def perform(self, record: RequestRecord | None) -> Perform:
         """Carry out effects in virtual time, counting ``record``'s Redis commands."""
@@ -51,6 +54,10 @@ class Store:
                         effect.args[0], list | tuple) else 1
                     yield self.env.timeout(latency.database_batch_ms
                                            + rows * latency.database_row_ms)
+                if effect.method == "persist_issued":
+                    for request, decided in result.items():
+                        if decided.code:
+                            self.stored_ms.setdefault(request, self.env.now)
                 return result
             if record is not None:
                 record.redis_commands += (len(effect.commands)

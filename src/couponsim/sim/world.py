@@ -25,17 +25,21 @@ STREAMS = ("arrivals", "clicks", "network", "shuffle", "behaviour", "checkout", 
 old ones (and the runs they gave) stay as they were."""
 
 
+def random_streams(seed: int) -> dict[str, np.random.Generator]:
+    """A fresh generator for each purpose of :data:`STREAMS`, from one seed."""
+    streams = np.random.SeedSequence(seed).spawn(len(STREAMS))
+    return {name: np.random.default_rng(s) for name, s in zip(STREAMS, streams, strict=True)}
+
+
 class World:
     def __init__(self, scenario: Scenario, driver: SyncDriver) -> None:
         self.scenario = scenario
-        streams = np.random.SeedSequence(scenario.seed).spawn(len(STREAMS))
-        self.rng = {name: np.random.default_rng(s) for name, s in zip(STREAMS, streams,
-                                                                        strict=True)}
+        self.rng = random_streams(scenario.seed)
         warm_up_ms = START_MS + scenario.event.warm_up_at_s * 1000
         self.env = simpy.Environment(initial_time=warm_up_ms - 1)
         self.store = Store(self.env, scenario.latency, driver, self.rng["network"])
         self.keys = CouponKeys(scenario.event.coupon_id)
-        self.run = Run(scenario, gateway=gateway(scenario))
+        self.run = Run(scenario, gateway=gateway(scenario), stored_ms=self.store.stored_ms)
         self.room_news = RoomNews(self.env)
         self.traffic_done = self.env.event()
         """Every click has its final answer: the jobs that serve the crowd may stop."""

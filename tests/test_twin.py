@@ -1,0 +1,50 @@
+"""The twin check at a tiny size on the real backends: the live service and the model
+replay the same plan, the live run's real state keeps every invariant, and every
+metric is there. Timings are reported by benchmarks/twin_check.py, never asserted."""
+
+import math
+
+import pytest
+
+from couponsim.calibrate import CalibrationPlan
+from couponsim.twin import METRICS, Level, twin_check
+
+TINY = (Level("keeps up", users=60, stock=12, spread_s=0.5, consumer_batch=50),
+        Level("saturates", users=60, stock=12, spread_s=0.5, consumer_batch=1))
+QUICK = CalibrationPlan(pings=50, users=100, status_reads=50, room_users=20,
+                        batch_sizes=(1, 50, 200), batch_repeats=5, pubsub_messages=20)
+
+
+@pytest.mark.slow
+@pytest.mark.real_redis
+@pytest.mark.postgres
+def test_the_twin_check_replays_one_plan_live_and_in_the_model(real_redis_url: str,
+                                                                 postgres_url: str) -> None:
+    result = twin_check(real_redis_url, postgres_url, runs=1, chosen=TINY, plan_size=QUICK)
+    assert [level.level for level in result.levels] == list(TINY)
+    for level in result.levels:
+        planned = sorted((c.user, c.request, c.kind.value, c.at_ms) for c in level.clicks)
+        assert sum(c.kind.value == "double click" for c in level.clicks) > 0
+        model = level.model.requests
+        assert sorted(zip(model.user, model.click, model.kind, strict=True)) \
+            == [p[:3] for p in planned]
+        assert sorted(model.pressed_ms) == pytest.approx(sorted(p[3] for p in planned),
+                                                         abs=1e-3)
+        assert level.model.report.ok, level.model.report
+        for live in level.live:
+            requests = live.requests
+            assert sorted(zip(requests.user, requests.click, requests.kind, strict=True)) \
+                == [p[:3] for p in planned]
+            assert sorted(requests.planned_ms) == pytest.approx(sorted(p[3] for p in planned),
+                                                                abs=1e-3)
+            assert live.report.ok, live.report.checks
+            assert (live.report.persisted, live.report.stock_left, live.report.in_flight) \
+                == (level.level.stock, 0, 0)
+            assert len(live.coupons) == level.level.stock
+            assert live.coupons.stored_ms.notna().all()     # every row stamped by the database
+            assert set(requests.final_state) <= {"COMPLETED", "SOLD_OUT", "DUPLICATE"}
+        table = level.table()
+        assert list(table.key) == list(METRICS)
+        assert all(math.isfinite(v) for v in (*table.live_median, *table.simulated,
+                                              *table.error_pct))
+    assert all(math.isfinite(v) for v in result.profile.values())
