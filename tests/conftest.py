@@ -36,9 +36,10 @@ POSTGRES_URL = os.environ.get("DATABASE_URL",
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Notebooks are slow: ``-m "not slow"`` leaves them out of the quick loop."""
+    """Notebooks, and every test on a Redis Cluster (a test process starts six servers
+    for them), are slow: ``-m "not slow"`` leaves them out of the quick loop."""
     for item in items:
-        if item.path.suffix == ".ipynb":
+        if item.path.suffix == ".ipynb" or item.get_closest_marker("redis_cluster"):
             item.add_marker(pytest.mark.slow)
 
 

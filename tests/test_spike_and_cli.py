@@ -37,6 +37,7 @@ def test_the_seed_spike_turns_double_clicks_into_lost_coupons(system: SyncDriver
     assert not result.report.ok
 
 
+@pytest.mark.slow
 def test_without_a_unique_key_the_seed_spike_stores_double_clicks_twice(
         system: SyncDriver) -> None:
     """The same spike read without the (user, coupon, ordinal) key: no batch is refused,
