@@ -241,6 +241,34 @@ def test_without_the_unique_key_the_seeds_save_stores_every_row(
         repository.persist_issued([coupon("r5", "u3")], unique_key=False)
 
 
+def _race_on_the_event_row(repository: Repository, unique_key: bool
+                           ) -> tuple[list[dict[str, Decided]], list[Exception]]:
+    """Two saves of user u1's coupons (requests r1, r2, both ordinal 1) started while the
+    test holds the event's row, so both are waiting on it when it lets go; their answers
+    and errors."""
+    answers: list[dict[str, Decided]] = []
+    errors: list[Exception] = []
+
+    def persist(request: str) -> None:
+        coupon = IssuedCoupon(f"C-{request}", request, "u1", "c1", 1, NOW, NOW + 10)
+        try:
+            # the hardened consumer's save, or the seed's with no unique key
+            answers.append(repository.persist_issued([coupon], None, unique_key, unique_key))
+        except Exception as exc:
+            errors.append(exc)
+
+    with repository.engine.connect() as holder:
+        holder.execute(text("SELECT 1 FROM coupons WHERE id = 'c1' FOR UPDATE"))
+        racers = [threading.Thread(target=persist, args=(r,)) for r in ("r1", "r2")]
+        for racer in racers:
+            racer.start()
+        time.sleep(0.3)                              # both are blocked on the lock now
+        holder.rollback()
+    for racer in racers:
+        racer.join(10)
+    return answers, errors
+
+
 @pytest.mark.postgres
 def test_consumers_racing_without_the_unique_key_store_both_coupons(
         postgres_repository: Repository) -> None:
@@ -248,25 +276,7 @@ def test_consumers_racing_without_the_unique_key_store_both_coupons(
     second waits on the event's row and numbers its row after the first's."""
     repository = postgres_repository
     repository.save_coupon(CouponEvent("c1", stock=5))
-    errors: list[Exception] = []
-
-    def persist(request: str) -> None:
-        try:
-            repository.persist_issued(
-                [IssuedCoupon(f"C-{request}", request, "u1", "c1", 1, NOW, NOW + 10)],
-                None, False, False)
-        except Exception as exc:
-            errors.append(exc)
-
-    with repository.engine.connect() as holder:   # hold the event's row: both must wait
-        holder.execute(text("SELECT 1 FROM coupons WHERE id = 'c1' FOR UPDATE"))
-        racers = [threading.Thread(target=persist, args=(r,)) for r in ("r1", "r2")]
-        for racer in racers:
-            racer.start()
-        time.sleep(0.3)
-        holder.rollback()
-    for racer in racers:
-        racer.join(10)
+    _answers, errors = _race_on_the_event_row(repository, unique_key=False)
     assert errors == []
     assert sorted(n for _r, _u, n in repository.ledger("c1").coupons) == [1, 2]
 
@@ -295,26 +305,8 @@ def test_consumers_racing_on_one_users_ordinal_store_one_coupon(
     repository = postgres_repository
     repository.cap_at_stock = cap_at_stock
     repository.save_coupon(CouponEvent("c1", stock=5))
-    answers: list[dict[str, Decided]] = []
-    errors: list[Exception] = []
-
-    def persist(request: str) -> None:
-        try:
-            answers.append(repository.persist_issued(
-                [IssuedCoupon(f"C-{request}", request, "u1", "c1", 1, NOW, NOW + 10)]))
-        except Exception as exc:  # the race lost on the unique key
-            errors.append(exc)
-
-    with repository.engine.connect() as holder:   # hold the event's row: both must wait
-        holder.execute(text("SELECT 1 FROM coupons WHERE id = 'c1' FOR UPDATE"))
-        racers = [threading.Thread(target=persist, args=(r,)) for r in ("r1", "r2")]
-        for racer in racers:
-            racer.start()
-        time.sleep(0.3)                              # both are blocked on the lock now
-        holder.rollback()
-    for racer in racers:
-        racer.join(10)
-    assert errors == []
+    answers, errors = _race_on_the_event_row(repository, unique_key=True)
+    assert errors == []   # none lost the race on the unique key
     decisions = sorted(decided.decision.value for answer in answers
                        for decided in answer.values())
     assert decisions == ["COMPENSATED", "PERSISTED"]
