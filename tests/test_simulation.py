@@ -133,22 +133,23 @@ def test_the_seed_variant_under_load_loses_coupons(embedded: SyncDriver) -> None
 
 
 @pytest.mark.slow
-def test_the_seed_options_section_reaches_the_consumer(system: SyncDriver) -> None:
+def test_the_seed_options_section_reaches_the_consumer(embedded: SyncDriver) -> None:
     """S28 read without a unique key (``--set seed_options.unique_key=none``): the same
     run's double clicks, which the workbench's key refuses with their batch, are both
-    stored, and the database's rows show their users over the one-per-user limit."""
+    stored, and the database's rows show their users over the one-per-user limit. On
+    the embedded stores: tests/test_verify_told.py reads both readings on every store."""
     overlap = [*SMALL, 'variant="seed"', "traffic.double_click_share=0.3",
                "traffic.double_click_within_ms=5", "traffic.status_timeout_s=30"]
-    keyed = simulate(load_scenario("black_friday", overlap), system)
+    keyed = simulate(load_scenario("black_friday", overlap), embedded)
     unkeyed = simulate(load_scenario("black_friday",
-                                     [*overlap, "seed_options.unique_key=none"]), system)
+                                     [*overlap, "seed_options.unique_key=none"]), embedded)
     assert keyed.report.lost_units > 0 and not keyed.report.duplicates
     report, told = unkeyed.report, unkeyed.report.told
     assert report.duplicates and report.lost_units == 0 and not report.ok
     assert report.persisted == report.issued == 200
     assert told is not None and told.completed_unstored == told.codes_not_held == ()
     rows = Counter(user for _request, user, _n in
-                   system.repository.ledger("bf-2026").coupons)  # type: ignore[union-attr]
+                   embedded.repository.ledger("bf-2026").coupons)  # type: ignore[union-attr]
     assert {user: n for user, n in rows.items() if n > 1} == report.duplicates
     assert unkeyed.summary["seed_options"] == {"cache_field": "code", "unique_key": "none"}
     assert keyed.summary["seed_options"]["unique_key"] == "user_coupon"
