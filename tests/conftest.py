@@ -20,12 +20,13 @@ from typing import NoReturn
 import fakeredis
 import pytest
 
-from couponsim.connection import RedisClient, connect
+from couponsim.connection import RedisClient, connect, resolve
 from couponsim.drivers.sync import SyncDriver
 from couponsim.errors import DatabaseUnavailable, RedisUnavailable
 from couponsim.event import CouponEvent
 from couponsim.flows import Variant, lifecycle
 from couponsim.local_redis import LocalCluster, LocalRedisError, local_cluster, redis_server_path
+from couponsim.persistence.database import make_engine
 from couponsim.persistence.repository import Repository
 
 from .isolation import NoFreeDatabase, leased_redis_database, private_postgres_schema
@@ -109,6 +110,21 @@ def cluster_backend(redis_cluster: LocalCluster) -> Iterator[Backend]:
     client.close()
 
 
+@pytest.fixture
+def private_backend() -> Iterator[Backend]:
+    """A redis-server of this test process's own (``local://``), for what Redis counts
+    server-wide: INFO commandstats counts every client's calls, and another run of the
+    suite on the shared server would add its own."""
+    if redis_server_path() is None:
+        _missing("redis-server for a private Redis", "COUPONSIM_REQUIRE_REDIS",
+                 LocalRedisError("no redis-server on PATH"))
+    url = resolve("local://tests")
+    client = connect(url)
+    client.flushall()
+    yield Backend("private", url, client)
+    client.close()
+
+
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real_redis),
                         pytest.param("cluster", marks=pytest.mark.redis_cluster)])
 def backend(request: pytest.FixtureRequest) -> Backend:
@@ -122,11 +138,16 @@ def driver(backend: Backend) -> SyncDriver:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """DATABASE_URL, in a schema of this test process's own."""
+    """DATABASE_URL, in a schema of this test process's own. Whether it answers is asked
+    with a ping: creating the tables there (``Repository.from_url``) would race with
+    every other process doing the same in the shared ``public`` schema."""
+    probe = Repository(make_engine(POSTGRES_URL))
     try:
-        Repository.from_url(POSTGRES_URL).engine.dispose()
+        probe.ping()
     except DatabaseUnavailable as exc:
         _missing("PostgreSQL", "COUPONSIM_REQUIRE_POSTGRES", exc)
+    finally:
+        probe.engine.dispose()
     with private_postgres_schema(POSTGRES_URL) as url:
         yield url
 

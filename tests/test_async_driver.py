@@ -113,10 +113,13 @@ def test_a_redis_that_is_down_is_a_typed_error() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.parametrize(
+    "redis_url", ["fake", pytest.param("private", marks=pytest.mark.real_redis)], indirect=True)
 def test_coalescing_sends_one_pipeline_per_loop_turn_with_the_same_answers(
         run_async: Callable[[AsyncTest], None]) -> None:
     """Concurrent requests' single calls share a round trip; each caller still gets its
-    own answer or its own error, and a script unknown to the server is loaded."""
+    own answer or its own error, and a script unknown to the server is loaded (SCRIPT
+    FLUSH empties the whole server: a real one is this test's own)."""
     async def test(plain: AsyncDriver) -> None:
         driver = AsyncDriver(plain.client, plain.url, plain.repository, coalesce=True)
         await plain.run(lifecycle.open_event(CouponEvent("c1", stock=30), Variant.HARDENED))
