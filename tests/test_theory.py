@@ -4,7 +4,7 @@ import pytest
 import simpy
 
 from couponsim.confidence import confidence_interval, t_975
-from couponsim.effects import Command
+from couponsim.effects import Command, Effect
 from couponsim.errors import InvalidInput
 from couponsim.sim.components import RedisServer
 from couponsim.sim.validation import replicate
@@ -94,7 +94,7 @@ def test_the_models_redis_server_agrees_with_queueing_theory(
 
 def test_the_models_redis_server_serves_a_spike_in_n_times_s() -> None:
     env = simpy.Environment()
-    redis = RedisServer(env, lambda _effect: "PONG", lambda _effect: 0.25)
+    redis = RedisServer(env, lambda pings: ["PONG"] * len(pings), lambda _effect: 0.25)
     finished: list[float] = []
 
     def request():  # type: ignore[no-untyped-def]
@@ -107,6 +107,40 @@ def test_the_models_redis_server_serves_a_spike_in_n_times_s() -> None:
     last, mean_wait = spike_finish(1_000, 0.25)
     assert max(finished) == pytest.approx(last)
     assert sum(redis.waits_ms) / 1_000 == pytest.approx(mean_wait)
+
+
+def test_what_waits_together_runs_against_the_store_together() -> None:
+    """Effects that reach the server in one instant, or queue while it is busy, are one
+    call of the store, made when the first of them is served; each still answers after
+    its own turn, one that arrives meanwhile waits for the next call, and an error
+    answers its own effect only."""
+    env = simpy.Environment()
+    calls: list[tuple[float, list[str]]] = []
+
+    def execute_many(effects: list[Effect]) -> list[object]:
+        names = [str(e.args[0]) for e in effects if isinstance(e, Command)]
+        calls.append((env.now, names))
+        return [ValueError(name) if name == "bad" else name.upper() for name in names]
+
+    redis = RedisServer(env, execute_many, lambda _effect: 1.0)
+    answers: dict[str, tuple[float, object]] = {}
+
+    def request(name: str, at: float):  # type: ignore[no-untyped-def]
+        yield env.timeout(at)
+        try:
+            answer = yield from redis.serve(Command("ECHO", (name,)))
+        except ValueError as exc:
+            answer = exc
+        answers[name] = (env.now, answer if not isinstance(answer, ValueError) else "error")
+
+    for name in ("a", "bad", "c"):
+        env.process(request(name, 0.0))
+    env.process(request("late", 0.5))
+    env.run()
+    assert calls == [(0.0, ["a", "bad", "c"]), (3.0, ["late"])]
+    assert answers == {"a": (1.0, "A"), "bad": (2.0, "error"), "c": (3.0, "C"),
+                       "late": (4.0, "LATE")}
+    assert redis.waits_ms == [0.0, 1.0, 2.0, 2.5]
 
 
 def test_a_confidence_interval_needs_two_replications() -> None:

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import redis
-from redis.cluster import ClusterPipeline, RedisCluster
+from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
@@ -121,22 +121,31 @@ class SyncDriver:
             for effect in pending.values():
                 if not isinstance(effect, Command | Script):
                     raise TypeError(f"run_batch sends Redis commands only, got {effect!r}")
-                if isinstance(effect, Script) and self._wait_replicas is not None:
-                    raise TypeError("run_batch does not WAIT for replicas: use run per flow")
                 sent.append(effect)
             pending.clear()
-            calls = batches.calls(sent)
-            replies = self._redis(partial(self._pipeline, [call for call, _n in calls]))
-            for (_call, members), reply in zip(calls, replies, strict=True):
-                answers = batches.answers([sent[n] for n in members], reply)
-                for n, answer in zip(members, answers, strict=True):
-                    index = indexes[n]
-                    flow = flows[index]
-                    if isinstance(answer, Exception):
-                        step(index, partial(flow.throw, answer))
-                    else:
-                        step(index, partial(flow.send, answer))
+            for index, answer in zip(indexes, self.execute_many(sent), strict=True):
+                flow = flows[index]
+                if isinstance(answer, Exception):
+                    step(index, partial(flow.throw, answer))
+                else:
+                    step(index, partial(flow.send, answer))
         return results
+
+    def execute_many(self, effects: Sequence[Command | Script]) -> list[Any]:
+        """Commands and scripts of concurrent requests, sent as one pipeline in which the
+        calls of a script that takes a batch are one call (``drivers.batches``): each
+        effect's reply, or its error, in its place. A Redis that is down fails the call
+        (:class:`RedisUnavailable`), as for one effect."""
+        if self._wait_replicas is not None and any(isinstance(e, Script) for e in effects):
+            raise TypeError("execute_many does not WAIT for replicas: use execute per effect")
+        calls = batches.calls(effects)
+        replies = self._redis(partial(self._pipeline, [call for call, _n in calls]))
+        answers: list[Any] = [None] * len(effects)
+        for (_call, members), reply in zip(calls, replies, strict=True):
+            for n, answer in zip(members, batches.answers([effects[n] for n in members], reply),
+                                 strict=True):
+                answers[n] = answer
+        return answers
 
     def _redis(self, call: Callable[[], T]) -> T:
         try:
@@ -154,12 +163,13 @@ class SyncDriver:
                 if atomic and isinstance(self.client, RedisCluster)
                 else self.client.pipeline(transaction=atomic))
         for effect in effects:
-            self._send(pipe, effect)
+            self._send(pipe, effect, evalsha=not atomic)
         replies: list[Any] = pipe.execute(raise_on_error=False)
-        if isinstance(self.client, RedisCluster) and not atomic:
-            # redis-py's cluster pipeline does not load scripts first as the plain one
-            # does, and a promoted replica has none: a NOSCRIPT reply means the script
-            # did not run, so sending that one effect again (which loads it) is safe.
+        if not atomic:
+            # Scripts went as EVALSHA alone (redis-py would ask SCRIPT EXISTS first, one
+            # more round trip per pipeline), and a restarted or promoted server has none:
+            # a NOSCRIPT reply means the script did not run, so sending that one effect
+            # again (which loads it) is safe.
             replies = [self._send(self.client, effect) if isinstance(reply, NoScriptError)
                        else reply for effect, reply in zip(effects, replies, strict=True)]
         return replies
@@ -202,19 +212,20 @@ class SyncDriver:
                 f"{effect.name}: {confirmed} of {replicas} replicas confirmed in {timeout_ms} ms")
         return reply
 
-    def _send(self, target: Any, effect: Effect) -> Any:
+    def _send(self, target: Any, effect: Effect, evalsha: bool = False) -> Any:
+        """``effect`` on ``target`` (a client or a pipeline); ``evalsha``: a script as
+        EVALSHA alone, its NOSCRIPT left to the caller."""
         match effect:
             case Command("SCAN", (cursor, "MATCH", pattern, *rest)) \
                     if isinstance(target, RedisCluster):
                 return _scan_cluster(target, cursor, str(pattern), rest)
             case Command(name, args, options):
                 return target.execute_command(name, *args, **dict(options))
-            case Script(name, keys, args) if isinstance(target, ClusterPipeline):
-                # redis-py refuses the evalsha method in a cluster pipeline, not the
-                # command: it routes EVALSHA by its keys like any other command.
+            case Script(name, keys, args) if evalsha:
+                # As a command (redis-py refuses the evalsha method in a cluster
+                # pipeline, not the command: it routes EVALSHA by its keys).
                 sha = self.scripts[name].sha
-                return target.execute_command(  # type: ignore[no-untyped-call]
-                    "EVALSHA", sha, len(keys), *keys, *args)
+                return target.execute_command("EVALSHA", sha, len(keys), *keys, *args)
             case Script(name, keys, args):
                 return self.scripts[name](keys=list(keys), args=list(args), client=target)
         raise TypeError(f"not a Redis effect: {effect!r}")

@@ -7,7 +7,8 @@ time. The database's transactions cost a time per batch and per row. Effects run
 through ``driver``, which a failover replaces with the promoted replica's.
 """
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ class Store:
         self.driver = driver
         """The store Redis effects run on: after a failover, the promoted replica."""
         self.network = network
-        self.redis = RedisServer(env, lambda effect: self.driver.execute(effect),
+        self.redis = RedisServer(env, self._execute_many,
                                  lambda effect: _service_ms(
                                      effect, latency.redis_command_ms, latency.redis_script_ms))
         self.database = Server(env, capacity=DATABASE_POOL)
@@ -69,9 +70,38 @@ class Store:
 
         return perform
 
+    def _execute_many(self, effects: list[Effect]) -> list[Any]:
+        """``effects`` in order, each reply or error in its place: a run of commands and
+        scripts as one pipeline, anything else (an atomic pipeline) on its own. An error
+        goes to the flows it answers, as if each had been executed alone."""
+        replies: list[Any] = []
+        run: list[Command | Script] = []
+
+        def send_run() -> None:
+            nonlocal run
+            if run:
+                replies.extend(_or_error(partial(self.driver.execute_many, run), len(run)))
+                run = []
+
+        for effect in effects:
+            if isinstance(effect, Command | Script):
+                run.append(effect)
+                continue
+            send_run()
+            replies.extend(_or_error(partial(lambda e: [self.driver.execute(e)], effect), 1))
+        send_run()
+        return replies
+
     def flow(self, flow: Flow[Any], record: RequestRecord | None = None) -> simpy.Process:
         """``flow`` as a process of the model: its effects performed as above."""
         return self.env.process(flow_process(self.env, flow, self.perform(record)))
+
+
+def _or_error(call: Callable[[], list[Any]], count: int) -> list[Any]:
+    try:
+        return call()
+    except Exception as exc:
+        return [exc] * count
 
 
 def _service_ms(effect: Effect, command_ms: float, script_ms: float) -> float:

@@ -8,7 +8,7 @@ gives a 95% confidence interval, which must hold the closed-form value.
 
 from collections.abc import Generator
 from statistics import fmean
-from typing import Any
+from typing import Any, cast
 
 import fakeredis
 import numpy as np
@@ -37,7 +37,8 @@ def queue_wait(arrival_rate_per_ms: float, service_ms: float, servers: int, requ
     def service(_effect: Effect) -> float:
         return float(rng.exponential(service_ms)) if exponential_service else service_ms
 
-    redis = RedisServer(env, driver.execute, service, servers)
+    redis = RedisServer(env, lambda pings: driver.execute_many(cast(list[Command], pings)),
+                        service, servers)
 
     def source() -> Generator[simpy.Event, Any, None]:
         for _ in range(requests):
