@@ -16,7 +16,7 @@ from couponsim.event import CouponEvent
 from couponsim.flows import Flow, lifecycle
 from couponsim.flows.issue import IssueCall, IssueRequest, issue_batch
 from couponsim.flows.throttle import SharedLimit, acquire_shared_batch
-from couponsim.flows.waiting_room import RoomJoin, join_room_batch, leave_room
+from couponsim.flows.waiting_room import RoomJoin, join_room_batch, leave_room, room_outcome_batch
 from couponsim.keys import CouponKeys
 
 from .conftest import Backend
@@ -105,23 +105,31 @@ room_ops = st.lists(
     st.one_of(st.tuples(st.just("join"), st.integers(0, 4), st.integers(0, 6),
                         st.sampled_from([50, STARTS_MS, 500, ENDS_MS, 2_000]),
                         st.integers(0, 999_999)),
-              st.tuples(st.just("leave"), st.integers(0, 4))),
+              st.tuples(st.just("leave"), st.integers(0, 4)),
+              st.tuples(st.just("read"), st.integers(0, 4))),
     min_size=1, max_size=25)
 
 
 def _room_part(part: list[tuple[Any, ...]]) -> Flow[list[Any]]:
-    """Consecutive joins as one batch; a leave (a script of its own) between them."""
+    """Consecutive joins as one batch, consecutive reads as another; a leave (a script
+    of its own) between them."""
     answers: list[Any] = []
     joins: list[RoomJoin] = []
+    reads: list[str] = []
     for op in [*part, ("end",)]:
-        if op[0] == "join":
-            _kind, user, request, now, shuffle = op
-            joins.append((f"u{user}", f"r{request}", now, shuffle))
-            continue
-        answers += yield from join_room_batch("c1", joins)
-        joins = []
-        if op[0] == "leave":
-            answers.append((yield from leave_room("c1", f"u{op[1]}")))
+        if op[0] != "join" and joins:
+            answers += yield from join_room_batch("c1", joins)
+            joins = []
+        if op[0] != "read" and reads:
+            answers += yield from room_outcome_batch("c1", reads)
+            reads = []
+        match op:
+            case ("join", user, request, now, shuffle):
+                joins.append((f"u{user}", f"r{request}", now, shuffle))
+            case ("read", user):
+                reads.append(f"u{user}")
+            case ("leave", user):
+                answers.append((yield from leave_room("c1", f"u{user}")))
     return answers
 
 
@@ -151,3 +159,33 @@ def test_room_join_batches_answer_and_store_as_one_call_each(
 
     cuts = data.draw(st.sets(st.integers(1, max(1, len(ops) - 1))), label="cuts")
     _differential(backend, setup, _room_part, ops, cuts)
+
+
+@pytest.mark.slow
+@DIFFERENTIAL
+@given(room=st.dictionaries(st.integers(0, 4), st.tuples(
+           st.sampled_from([None, "WAITING", "LEFT", "ADMITTED", "ISSUED", "SOLD_OUT"]),
+           st.booleans(), st.integers(0, 1))),
+       closed=st.sampled_from([None, "SOLD_OUT", "NOT_ACTIVE"]),
+       users=st.lists(st.integers(0, 5), min_size=1, max_size=12), data=st.data())
+def test_room_read_batches_answer_as_one_call_each(
+        backend: Backend, room: dict[int, tuple[str | None, bool, int]], closed: str | None,
+        users: list[int], data: st.DataObject) -> None:
+    """Reads of a room holding users in every state, closed or not (one user never in
+    it): any split of the same reads gives the same answers and changes nothing."""
+    keys = CouponKeys("c1")
+
+    def setup(_driver: SyncDriver) -> None:
+        for user, (state, has_request, held) in room.items():
+            if state is not None:
+                backend.client.hset(keys.room, f"u{user}", state)
+            if has_request:
+                backend.client.hset(keys.room_requests, f"u{user}", f"r{user}")
+            if held:
+                backend.client.hset(keys.holders, f"u{user}", held)
+        if closed is not None:
+            backend.client.hset(keys.room, ":closed", closed)
+
+    cuts = data.draw(st.sets(st.integers(1, max(1, len(users) - 1))), label="cuts")
+    _differential(backend, setup, lambda part: room_outcome_batch("c1", part),
+                  [f"u{user}" for user in users], cuts)

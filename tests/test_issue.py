@@ -111,10 +111,12 @@ def test_the_same_double_click_gets_one_coupon_from_the_hardened_flow(driver: Sy
 
 
 @pytest.mark.parametrize(
-    "backend", ["fake", pytest.param("private", marks=pytest.mark.real_redis)], indirect=True)
+    "backend", ["fake", pytest.param("private", marks=pytest.mark.real_redis),
+                pytest.param("cluster", marks=pytest.mark.redis_cluster)], indirect=True)
 def test_scripts_survive_a_script_flush(driver: SyncDriver, backend: Backend) -> None:
     """After a restart or failover the SHA is unknown (NOSCRIPT): the script is reloaded.
-    SCRIPT FLUSH empties the whole server, so a real one is this test's own."""
+    SCRIPT FLUSH empties the whole server, so a real one is this test's own (as the
+    cluster is)."""
     open_event(driver, stock=5)
     driver.run(issue(IssueRequest("c1", "u1", "r1"), 5))
     backend.client.script_flush()
@@ -131,7 +133,8 @@ def test_pipelined_batches_give_the_same_answers(driver: SyncDriver) -> None:
 
 
 @pytest.mark.parametrize(
-    "backend", ["fake", pytest.param("private", marks=pytest.mark.real_redis)], indirect=True)
+    "backend", ["fake", pytest.param("private", marks=pytest.mark.real_redis),
+                pytest.param("cluster", marks=pytest.mark.redis_cluster)], indirect=True)
 def test_pipelined_issues_for_one_coupon_leave_as_one_script_call(
         driver: SyncDriver, backend: Backend) -> None:
     """A round's issue calls for one coupon are one call of the batched script, each

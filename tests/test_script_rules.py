@@ -15,7 +15,7 @@ from couponsim.flows.consume import ConsumerConfig
 from couponsim.flows.issue import ISSUE_FLOWS, IssueRequest
 from couponsim.flows.redeem import APPLY_FLOWS
 from couponsim.flows.throttle import SharedLimit, acquire_shared
-from couponsim.flows.waiting_room import admit, join_room, leave_room
+from couponsim.flows.waiting_room import admit, join_room, leave_room, room_outcome
 from couponsim.persistence.repository import Repository
 from couponsim.pricing import ApplyRequest
 from couponsim.scripts import lua_dir, script_names
@@ -111,6 +111,7 @@ def test_no_script_call_spans_two_cluster_slots(fake_backend: Backend,
             for user in ("w1", "w2"):
                 driver.run(join_room(coupon, user, f"{user}-q", 3))
             driver.run(leave_room(coupon, "w2"))
+            driver.run(room_outcome(coupon, "w1"))
             driver.run(admit(coupon, 5, 4))
             driver.run(acquire_shared(SharedLimit("slots", 5, 1000), 5))
         for code in [c.code for c in driver.repository.coupons_of("u1")]:  # type: ignore[union-attr]

@@ -155,14 +155,24 @@ def room_outcome(coupon_id: str, user_id: str) -> Flow[tuple[str | None, str | N
     """What the room told the user, and the request it issued with: the one read a user
     makes when the room pushes news, lighter than :func:`room_status` (no position,
     no rate) because a closing room pushes to everyone at once."""
+    (outcome,) = yield from room_outcome_batch(coupon_id, [user_id])
+    return outcome
+
+
+ROOM_READ_SHAPE = BatchShape(shared_keys=3, shared_args=0, keys_each=0, args_each=1,
+                             reply_each=4)
+"""lua/room_read.lua's layout: the room's three hashes, then each user."""
+
+
+def room_outcome_batch(coupon_id: str, users: Sequence[str]
+                       ) -> Flow[list[tuple[str | None, str | None]]]:
+    """:func:`room_outcome` for many users in one call: the reads a closing room's news
+    sets off arrive together."""
     keys = CouponKeys(coupon_id)
-    state, request_id, closed, held = yield Pipeline((
-        Command("HGET", (keys.room, validate_id("user", user_id))),
-        Command("HGET", (keys.room_requests, user_id)),
-        Command("HGET", (keys.room, CLOSED)),
-        Command("HGET", (keys.holders, user_id)),
-    ), atomic=True)
-    return told(state, closed, held), request_id
+    replies = yield Script("room_read", (keys.room, keys.room_requests, keys.holders),
+                           tuple(validate_id("user", user) for user in users), ROOM_READ_SHAPE)
+    return [(told(state, closed, held), request_id) for state, request_id, closed, held
+            in (replies[at:at + 4] for at in range(0, len(replies), 4))]
 
 
 def room_outcomes(coupon_id: str) -> Flow[dict[str, str]]:
