@@ -9,8 +9,9 @@ start it; its peak memory is its own maximum resident set (the private
 redis-server, a process of its own, is not in it).
 
 ``--profile`` runs each scenario in this process instead and counts what the model
-costs per user: SimPy events scheduled and Redis calls served (round trips, each a
-command, a pipeline or a script call).
+costs per user: SimPy events scheduled, Redis calls served (each a command, a
+pipeline or a script call, as a client sends them) and the store's round trips (the
+calls waiting together at the model's Redis server go as one).
 
     python benchmarks/simulation_wall_time.py [--story2-users N] [--redis-url local://]
     python benchmarks/simulation_wall_time.py --profile --users 20000
@@ -64,6 +65,8 @@ def profile(scenario_name: str, variant: str, users: int, redis_url: str) -> Non
     counts = {"events": 0, "redis": 0}
     schedule = simpy.Environment.schedule
     serve = components.RedisServer.serve
+    init = components.RedisServer.__init__
+    servers: list[components.RedisServer] = []
 
     def counted_schedule(self: simpy.Environment, *args: Any, **kwargs: Any) -> None:
         counts["events"] += 1
@@ -74,9 +77,14 @@ def profile(scenario_name: str, variant: str, users: int, redis_url: str) -> Non
         counts["redis"] += 1
         return serve(self, effect)
 
+    def kept_init(self: components.RedisServer, *args: Any, **kwargs: Any) -> None:
+        servers.append(self)
+        init(self, *args, **kwargs)
+
     patches: list[tuple[Any, str, Callable[..., Any]]] = [
         (simpy.Environment, "schedule", counted_schedule),
-        (components.RedisServer, "serve", counted_serve)]
+        (components.RedisServer, "serve", counted_serve),
+        (components.RedisServer, "__init__", kept_init)]
     for owner, name, replacement in patches:
         setattr(owner, name, replacement)
     try:
@@ -86,9 +94,10 @@ def profile(scenario_name: str, variant: str, users: int, redis_url: str) -> Non
             outcome = simulate(scenario, SyncDriver(connect(redis_url), redis_url, repository))
     finally:
         for owner, name, _replacement in patches:
-            setattr(owner, name, {"schedule": schedule, "serve": serve}[name])
+            setattr(owner, name, {"schedule": schedule, "serve": serve, "__init__": init}[name])
+    store_calls = sum(server.batches for server in servers)
     print(f"{scenario_name:<14}{variant:<10}{users:>10,}{counts['events'] / users:>13.1f}"
-          f"{counts['redis'] / users:>13.1f}{outcome.wall_s:>9.1f}  "
+          f"{counts['redis'] / users:>13.1f}{store_calls / users:>13.2f}{outcome.wall_s:>9.1f}  "
           f"{'ok' if outcome.report.ok else 'BROKEN'}")
 
 
@@ -115,7 +124,7 @@ def main() -> None:
     print(f"on {args.redis_url}")
     if args.profile:
         print(f"{'scenario':<14}{'variant':<10}{'users':>10}{'events/user':>13}"
-              f"{'calls/user':>13}{'wall s':>9}  invariants")
+              f"{'calls/user':>13}{'store/user':>13}{'wall s':>9}  invariants")
         for scenario, variant, users, _target in runs:
             profile(scenario, variant, users or 50_000, args.redis_url)
         return

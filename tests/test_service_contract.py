@@ -9,6 +9,7 @@ the unknown request's 404.
 """
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,24 @@ def test_request_ids_are_the_servers_and_unique_across_coupons() -> None:
     assert keyed.request_id("u1", "a", "key-1") == keyed.request_id("u1", "a", "key-1")
     assert Keyed(b"j" * 32, 60).request_id("u1", "a", "key-1") not in ids
     assert len({keyed.request_id("u1", "a", None) for _ in range(3)}) == 3
+
+
+def test_fresh_request_ids_are_random_128_bits_and_a_forked_child_draws_its_own() -> None:
+    """Fresh ids are cut from random bytes drawn for many at once: across several draws
+    none repeats, and a child forked with the parent's unread bytes never reuses them."""
+    keyed = Keyed(b"k" * 32, 60)
+    ids = [keyed.request_id("u1", "a", None) for _ in range(1_000)]
+    assert len(set(ids)) == 1_000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:    # the child: its next ids, then leave at once
+        os.write(writer, " ".join(keyed.request_id("u", "a", None)
+                                  for _ in range(5)).encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    in_child = os.read(reader, 4096).decode().split()
+    os.close(reader)
+    in_parent = [keyed.request_id("u", "a", None) for _ in range(5)]
+    assert len(in_child) == 5 and not set(in_child) & set(in_parent)

@@ -33,8 +33,8 @@ from couponsim.sold_out import SoldOutFlags
 class BodyLimit:
     """Refuse a body larger than ``max_bytes`` (413) before any route reads it: by its
     declared length at once, or, for a chunked body, as soon as the bytes read pass the
-    limit. The body (at most ``max_bytes``) is read here and handed on whole, so that
-    the refusal is this middleware's answer and never a route's parse error."""
+    limit. A chunked body (at most ``max_bytes``) is read here and handed on whole, so
+    that the refusal is this middleware's answer and never a route's parse error."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -52,8 +52,10 @@ class BodyLimit:
         if declared is not None and int(declared) > self.max_bytes:
             await self._too_large().response()(scope, receive, send)
             return
-        if declared is None and b"chunked" not in headers.get(b"transfer-encoding", b""):
-            await self.app(scope, receive, send)          # no body (a GET, a stream)
+        if declared is not None or b"chunked" not in headers.get(b"transfer-encoding", b""):
+            # No body (a GET, a stream), or one of a declared length within the limit:
+            # the server delivers no more than the length declared, so it goes on as is.
+            await self.app(scope, receive, send)
             return
         chunks, read = [], 0
         while True:

@@ -18,7 +18,8 @@ coupon travels in the proof, so the status path needs only the request id.
 
 import base64
 import hmac
-import secrets
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class Keyed:
     def request_id(self, user_id: str, coupon_id: str, idempotency_key: str | None) -> str:
         """A fresh random id, or the one this user's key names for this coupon."""
         if idempotency_key is None:
-            return secrets.token_hex(16)   # 128 random bits, as uuid4's hex but cheaper
+            return _random_ids.next()
         return self._mac("request", user_id, coupon_id, idempotency_key).hex()
 
     def proof(self, request_id: str, user_id: str, coupon_id: str) -> str:
@@ -75,6 +76,33 @@ class Keyed:
 
     def _mac(self, purpose: str, *fields: str) -> bytes:
         return keyed_digest(self._secret, purpose, *fields)[:_MAC_BYTES]
+
+
+class _RandomIds:
+    """128-bit random ids, in hex, cut from ``os.urandom`` drawn for 256 ids at once: one
+    system call per 256 presses instead of one per press, which was 5% of the issue
+    route's CPU. A forked child empties its copy and draws its own."""
+
+    _IDS_PER_DRAW = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._drawn, self._at = "", 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def next(self) -> str:
+        with self._lock:
+            if self._at == len(self._drawn):
+                self._drawn, self._at = os.urandom(16 * self._IDS_PER_DRAW).hex(), 0
+            self._at += 32
+            return self._drawn[self._at - 32:self._at]
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._drawn, self._at = "", 0
+
+
+_random_ids = _RandomIds()
 
 
 def _b64(raw: bytes) -> str:
