@@ -192,6 +192,35 @@ def test_the_overload_scenario_engages_the_gateway(embedded: SyncDriver) -> None
     assert (told_sold_out.actual_wait_s > 0).all(), "their answer came when the room closed"
 
 
+def test_overloaded_instances_open_the_breaker_and_the_room_takes_the_crowd(
+        embedded: SyncDriver) -> None:
+    """Story 2 as the document tells it: one instance serving 200 presses a second
+    against a crowd of 1,000 a second. Requests wait for it past the time limiter's
+    second, time out without reaching Redis, the breaker opens, and later presses go
+    to the room, which admits its batch a second; not one invariant breaks."""
+    overloaded = ["traffic.users=2000", "event.stock=200", "service.instances=1",
+                  "service.cpu_ms=5", "gateway.breaker_window=20",
+                  "gateway.breaker_minimum_calls=20"]
+    outcome = simulate(load_scenario("overload_10x", overloaded), embedded)
+    assert outcome.report.ok, outcome.report.checks
+    paths = outcome.requests.path.value_counts()
+    assert paths["queued: timed out"] >= 20 and paths["queued: breaker open"] > 1000, paths
+    assert "OPEN" in set(outcome.timeline.breaker)
+    assert outcome.requests.instance_wait_ms.max() > 1000
+    timed_out = outcome.requests[outcome.requests.path == "queued: timed out"]
+    waited_ms = timed_out.instance_wait_ms + 5          # its wait and its CPU, then
+    assert (waited_ms > 1000 - 1).all(), waited_ms.min()  # the limiter's whole-ms clock
+    waits = room_waits(outcome)
+    assert (waits.estimated_wait_s == waits.position / 100).all(), "100 admitted a second"
+
+
+def test_without_instances_modelled_no_request_waits_for_one(embedded: SyncDriver) -> None:
+    scenario = load_scenario("overload_10x", ["traffic.users=2000", "event.stock=200",
+                                              "service.instances=0"])
+    outcome = simulate(scenario, embedded)
+    assert outcome.report.ok and (outcome.requests.instance_wait_ms == 0).all()
+
+
 @pytest.mark.slow
 def test_the_command_runs_a_scenario_and_writes_its_files(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ from couponsim.errors import InvalidInput, MissingExtra
 
 REPORT_PARAMETERS: dict[str, dict[str, Any]] = {
     "01_black_friday": {"USERS": 50_000, "STOCK": 1_000},
-    "02_overload_10x": {"USERS": 20_000, "STOCK": 1_000, "REDIS_COMMAND_MS": 0.02,
-                        "REDIS_SCRIPT_MS": 0.06, "BREAKER_WINDOW": 100},
+    "02_overload_10x": {"USERS": 20_000, "STOCK": 1_000, "INSTANCES": 1,
+                        "INSTANCE_CPU_MS": 0.25, "BREAKER_WINDOW": 100},
     "03_races": {"EXAMPLES": 2_000, "SCHEDULE_LIMIT": 100_000, "SPIKE_USERS": 5_000},
     "05_model_validation": {"REQUESTS": 4_000, "REPLICATIONS": 20},
     "06_redemption": {"USERS": 2_000},

@@ -91,13 +91,17 @@ class GatewayAnswer:
 
 
 def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0,
-                  fresh: bool = False) -> Flow[GatewayAnswer]:
+                  fresh: bool = False, queued_since_ms: int | None = None
+                  ) -> Flow[GatewayAnswer]:
     """One issue request through the gateway; ``shuffle`` orders the pre-queue if it waits.
 
     Whatever the path, a user who waits keeps their arrival time as their place.
     ``fresh``: the request id was minted for this call, so there is no earlier
     answer to replay and a sold-out flag may answer it (a retried id must reach
-    the script, which replays what it answered first).
+    the script, which replays what it answered first). ``queued_since_ms``: when the
+    request reached the service, if it waited for an instance before this flow ran
+    (the model's instances): the time limiter counts that wait too, so a request that
+    waited past the limit times out without calling Redis.
     """
     if gateway.variant is Variant.SEED:
         return (yield from _gateway_issue_seed(gateway, request))
@@ -119,6 +123,10 @@ def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0,
             now_ms = yield Now()
     if not gateway.breaker.try_acquire(now_ms / 1000):
         return (yield from _queue(request, Path.BREAKER_OPEN, arrived_ms, shuffle))
+    timed_from_ms = now_ms if queued_since_ms is None else queued_since_ms
+    if gateway.time_limiter.timed_out(timed_from_ms / 1000, now_ms / 1000):
+        gateway.breaker.record(now_ms / 1000, (now_ms - timed_from_ms) / 1000, failed=True)
+        return (yield from _queue(request, Path.TIMED_OUT, arrived_ms, shuffle))
     # "Anyone waiting in the room?" is asked by the issue script itself, in the same
     # call: one script call a press (and one a loop turn, coalesced), not two.
     result = yield from _guarded(
@@ -127,8 +135,9 @@ def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0,
         gateway.breaker.release_permission()
         return (yield from _queue(request, Path.BEHIND_WAITERS, arrived_ms, shuffle))
     finished_ms = yield Now()
-    late = gateway.time_limiter.timed_out(now_ms / 1000, finished_ms / 1000)
-    gateway.breaker.record(finished_ms / 1000, (finished_ms - now_ms) / 1000, failed=late)
+    late = gateway.time_limiter.timed_out(timed_from_ms / 1000, finished_ms / 1000)
+    gateway.breaker.record(finished_ms / 1000, (finished_ms - timed_from_ms) / 1000,
+                           failed=late)
     if late:
         return (yield from _queue(request, Path.TIMED_OUT, arrived_ms, shuffle))
     if result.outcome is IssueOutcome.NOT_ACTIVE:

@@ -95,11 +95,13 @@ class Crowd:
         record = RequestRecord(user, request_id, self.env.now, kind=kind.value)
         run.requests.append(record)
         request = IssueRequest(scenario.event.coupon_id, user, request_id)
+        queued_since = yield from self._on_an_instance(record)
         if scenario.sold_out_flag and self.sold_out_seen:
             record.path, record.answer = "sold-out flag", IssueOutcome.SOLD_OUT.value
         elif run.gateway is not None:
             shuffle = int(self.world.rng["shuffle"].integers(0, 1_000_000))
-            answer = yield store.flow(gateway_issue(run.gateway, request, shuffle), record)
+            answer = yield store.flow(gateway_issue(run.gateway, request, shuffle,
+                                                    queued_since_ms=queued_since), record)
             record.path, record.room_position = answer.path.value, answer.position
             record.answer = answer.outcome.value if answer.outcome else answer.room_state
         else:
@@ -110,6 +112,20 @@ class Crowd:
         if record.answer == IssueOutcome.SOLD_OUT.value:
             self.sold_out_seen = True
         return record
+
+    def _on_an_instance(self, record: RequestRecord
+                        ) -> Generator[simpy.Event, Any, int | None]:
+        """The request's CPU on a service instance, after its turn in their queue; when
+        it reached the service (None where the instances are not modelled)."""
+        instances = self.world.instances
+        if instances is None:
+            return None
+        arrived = self.env.now
+        with instances.request() as turn:
+            yield turn
+            record.instance_wait_ms = self.env.now - arrived
+            yield self.env.timeout(self.world.scenario.service.cpu_ms)
+        return int(arrived)
 
     def _await_final(self, record: RequestRecord,
                      patience_ms: float | None) -> Generator[simpy.Event, Any, None]:

@@ -240,7 +240,8 @@ def _gateway_decisions(outcome: Outcome, ax: Any) -> None:
         breaker = (f"breaker not CLOSED for {BUCKET_S * int(not_closed.sum()):.1f} s, "
                    f"first at {first:.1f} s")
     else:
-        breaker = "breaker CLOSED throughout (the model has no overloaded instances)"
+        breaker = ("breaker CLOSED throughout" if outcome.run.scenario.service.instances else
+                   "breaker CLOSED throughout (service.instances = 0: instances not modelled)")
     moments = pd.concat([requests.arrival_s, timeline.t_s[not_closed]], ignore_index=True)
     ax.set_xlim(*_window(moments, moments.notna(), margin=0.05))
     ax.set_yscale("log")

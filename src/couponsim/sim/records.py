@@ -33,6 +33,8 @@ class RequestRecord:
     """The place the waiting room gave on joining (0: did not wait)."""
     code: str = ""
     """The coupon code, once stored."""
+    instance_wait_ms: float = 0.0
+    """Time in the service instances' queue before the request ran (``service.instances``)."""
 
 
 @dataclass

@@ -111,6 +111,20 @@ class GatewaySpec:
     admission_interval_s: float = 1.0
 
 
+@dataclass(frozen=True)
+class ServiceSpec:
+    """The service's instances between the crowd and the gateway. A process runs one
+    request's CPU at a time (one event loop); its Redis calls wait without it. The
+    instances share one queue, as behind a balancer that always finds the free one."""
+
+    instances: int = 0
+    """How many; 0: not modelled (a request reaches the gateway the moment it arrives)."""
+    cpu_ms: float = 0.25
+    """CPU of one request in an instance: the issue route took 0.22-0.24 ms with uvloop
+    and httptools here (benchmarks/service_rate.py, #19); ``calibrate`` does not measure
+    it yet."""
+
+
 LAG_DISTRIBUTIONS = ("fixed", "exponential")
 
 
@@ -142,6 +156,7 @@ class Scenario:
     latency: LatencySpec = field(default_factory=LatencySpec)
     consumers: ConsumerSpec = field(default_factory=ConsumerSpec)
     gateway: GatewaySpec = field(default_factory=GatewaySpec)
+    service: ServiceSpec = field(default_factory=ServiceSpec)
     checkout: CheckoutSpec = field(default_factory=CheckoutSpec)
     failover: FailoverSpec = field(default_factory=FailoverSpec)
     seed_options: SeedOptions = field(default_factory=SeedOptions)
@@ -157,7 +172,7 @@ _POSITIVE = {"stock", "users", "count", "batch_size", "status_poll_ms", "poll_ms
              "status_timeout_s", "ramp_s", "client_timeout_ms", "patience_s", "bot_requests",
              "bot_interval_ms", "delay_s", "cancel_after_s",
              "rate_limit_per_s", "time_limit_ms", "breaker_window", "breaker_minimum_calls",
-             "breaker_half_open_calls", "admission_batch", "admission_interval_s"}
+             "breaker_half_open_calls", "admission_batch", "admission_interval_s", "cpu_ms"}
 _SHARES = {"early_share", "double_click_share", "ramp_share", "retry_share", "abandon_share",
            "share", "double_submit_share", "cancel_share"}
 
@@ -257,7 +272,8 @@ def _parse_value(raw: str) -> Any:
 
 _SECTIONS: dict[str, type] = {"event": EventSpec, "traffic": TrafficSpec,
                               "latency": LatencySpec, "consumers": ConsumerSpec,
-                              "gateway": GatewaySpec, "checkout": CheckoutSpec,
+                              "gateway": GatewaySpec, "service": ServiceSpec,
+                              "checkout": CheckoutSpec,
                               "failover": FailoverSpec, "seed_options": SeedOptions}
 
 
