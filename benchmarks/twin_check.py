@@ -36,6 +36,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="live runs per level")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--csv", help="also write the table here")
+    parser.add_argument("--no-instance", action="store_true",
+                        help="the model without the service's instance (as before #18 item 3)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="twin-check-") as scratch:
         db_url = args.db_url or f"sqlite:///{scratch}/twin.sqlite"
@@ -47,7 +49,8 @@ def main() -> int:
                 bar.set_postfix_str(name)
 
             result = twin_check(args.redis_url, db_url, users=args.users, runs=args.runs,
-                                seed=args.seed, progress=step)
+                                seed=args.seed, progress=step,
+                                service_instance=not args.no_instance)
             bar.update(1)
     print(f"load after: {_load()}\n")
     _print(result)
@@ -73,6 +76,10 @@ def _print(result: TwinResult) -> None:
               f"{level.level.stock} coupons, arrivals exponential (mean "
               f"{level.level.spread_s:g} s), one consumer in batches of "
               f"{level.level.consumer_batch}; {len(level.live)} live runs")
+        print("   model's service instance: " + (
+            "not modelled" if level.instance is None else
+            f"one, {level.instance[0]:.3f} ms of CPU a press and a client round trip of "
+            f"{level.instance[1]:.3f} ms (both measured on the live service)"))
         print(f"   load generator: presses late by p50 {lag.quantile(0.5):.1f} ms, "
               f"p99 {lag.quantile(0.99):.1f} ms, max {lag.max():.1f} ms")
         held = all(run.report.ok for run in level.live)

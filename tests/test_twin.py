@@ -31,6 +31,10 @@ def test_the_twin_check_replays_one_plan_live_and_in_the_model(real_redis_url: s
         assert sorted(model.pressed_ms) == pytest.approx(sorted(p[3] for p in planned),
                                                          abs=1e-3)
         assert level.model.report.ok, level.model.report
+        assert level.instance is not None and all(0 < v < 100 for v in level.instance), \
+            "the model's instance has the CPU and round trip measured on the live one"
+        answer_ms = model.answered_ms - model.pressed_ms      # float32 in the table
+        assert answer_ms.min() >= sum(level.instance) - 1e-3
         for live in level.live:
             requests = live.requests
             assert sorted(zip(requests.user, requests.click, requests.kind, strict=True)) \

@@ -22,6 +22,7 @@ import os
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,11 +32,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 import pandas as pd
+import psutil  # type: ignore[import-untyped]
 from sqlalchemy import Engine, select, text
 
 from couponsim.calibrate import CalibrationPlan, calibrate, save_profile
@@ -77,6 +79,8 @@ METRICS = {
     "peak_backlog": "peak queue backlog (coupons)",
 }
 """What the check compares, live against simulated, and how the table names it."""
+T = TypeVar("T")
+
 WARM_UP_PRESSES = 200
 """Presses a fresh service is given before the runs (answered NOT_ACTIVE)."""
 MAX_CONNECTIONS = 1000
@@ -112,10 +116,12 @@ def levels(users: int = 600) -> tuple[Level, Level]:
 
 
 def scenario_for(level: Level, coupon_id: str, profile: Path | None = None,
-                 seed: int = 1) -> Scenario:
+                 seed: int = 1, instance: tuple[float, float] | None = None) -> Scenario:
     """The scenario both runs play: black_friday's spike without early presses, retries,
     bots or checkouts (the load generator replays planned clicks only), one consumer,
-    and status polled every 20 ms (the live client is pushed its status)."""
+    and status polled every 20 ms (the live client is pushed its status).
+    ``instance``: the live service's CPU per press and the client's round trip to it
+    (ms), for the model's one instance (None: the instance is not modelled)."""
     overrides = [f"seed={seed}", f"event.coupon_id={json.dumps(coupon_id)}",
                  f"event.stock={level.stock}", f"traffic.users={level.users}",
                  f"traffic.spread_s={level.spread_s}", "traffic.early_share=0",
@@ -124,6 +130,10 @@ def scenario_for(level: Level, coupon_id: str, profile: Path | None = None,
                  f"consumers.batch_size={level.consumer_batch}", "consumers.poll_ms=5"]
     if profile is not None:
         overrides.append(f"latency.profile={json.dumps(str(profile))}")
+    if instance is not None:
+        cpu_ms, rtt_ms = instance
+        overrides += ["service.instances=1", f"service.cpu_ms={cpu_ms}",
+                      f"service.client_rtt_ms={rtt_ms}"]
     return load_scenario("black_friday", overrides)
 
 
@@ -301,6 +311,10 @@ class LiveStack:
     redis_url: str
     db_url: str
     url: str = ""
+    cpu_ms_per_press: float = 0.0
+    """The service process's CPU time per press, over presses made once it was warm."""
+    client_rtt_ms: float = 0.0
+    """The load generator's median round trip to the bare route, one request at a time."""
 
     @contextmanager
     def serving(self) -> Iterator["LiveStack"]:
@@ -321,6 +335,13 @@ class LiveStack:
                     raise RuntimeError("the service did not answer within 30 s")
                 time.sleep(0.05)
             self._warm()
+            process = psutil.Process(service.pid)
+            before = process.cpu_times()
+            self._warm()
+            after = process.cpu_times()
+            self.cpu_ms_per_press = 1000 * (after.user + after.system - before.user
+                                            - before.system) / WARM_UP_PRESSES
+            self.client_rtt_ms = statistics.median(_run_coroutine(_round_trips(self.url)))
             yield self
 
     @contextmanager
@@ -336,7 +357,8 @@ class LiveStack:
     def _warm(self, presses: int = WARM_UP_PRESSES) -> None:
         """Presses on an event not yet open (its room's pre-queue takes them: nothing is
         issued), not followed, the event purged after: a fresh process's first requests
-        pay for its pools, scripts and code paths."""
+        pay for its pools, scripts and code paths. A second round is timed: a press's
+        CPU there (the route, the gateway, one script call) stands for an issue's."""
         coupon = f"twin-warm-{secrets.token_hex(4)}"
         driver = SyncDriver(connect(self.redis_url), self.redis_url)
         try:
@@ -388,8 +410,7 @@ def run_live(stack: LiveStack, scenario: Scenario, repository: Repository,
                press_lag_ms=requests.pressed_ms - requests.planned_ms)
 
 
-def _run_coroutine(coroutine: Coroutine[Any, Any, list[dict[str, Any]]]
-                   ) -> list[dict[str, Any]]:
+def _run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run the load generator on an event loop of its own: in a thread of its own where
     this thread runs one already (a notebook's)."""
     try:
@@ -438,6 +459,22 @@ async def _press_only(url: str, coupon: str, presses: int) -> list[dict[str, Any
             {"X-User-ID": f"warm{n}", "Content-Type": "application/json"}, body)
             for n in range(presses)))
         return [{"status": answer.status} for answer in answers]
+    finally:
+        await pool.close()
+
+
+async def _round_trips(url: str, count: int = 200) -> list[float]:
+    """``count`` requests to the bare route (/livez), one at a time: the generator's own
+    round trip, in ms, with no queue in the service."""
+    pool = Pool(url, 1)
+    await pool.open()
+    try:
+        times = []
+        for _ in range(count):
+            started = _now_ms()
+            await pool.request("GET", "/livez", {})
+            times.append(_now_ms() - started)
+        return times
     finally:
         await pool.close()
 
@@ -498,6 +535,9 @@ class LevelResult:
     live: list[Run]
     model: Run
     clicks: list[Click]
+    instance: tuple[float, float] | None = None
+    """The CPU per press and the client's round trip (ms) the model's one instance was
+    given, as measured on the live service (None: not modelled)."""
 
     def table(self) -> pd.DataFrame:
         """Per metric: the live runs' median and range, the model's value, and the
@@ -540,9 +580,12 @@ def _live_run(stack: LiveStack, repository: Repository, scenario: Scenario) -> R
 def twin_check(redis_url: str, db_url: str, users: int = 600, runs: int = 3,
                seed: int = 1, progress: Callable[[str], None] | None = None,
                chosen: tuple[Level, ...] | None = None,
-               plan_size: CalibrationPlan = SMALL_CALIBRATION) -> TwinResult:
+               plan_size: CalibrationPlan = SMALL_CALIBRATION,
+               service_instance: bool = True) -> TwinResult:
     """Calibrate, then at each level run the plan ``runs`` times live and once in the
-    model. ``progress`` is told each step as it starts."""
+    model. ``progress`` is told each step as it starts. ``service_instance``: the model
+    has the live service's one instance, with the CPU per press measured on it (False:
+    the model without instances, as before they were modelled)."""
     say = progress or (lambda _step: None)
     redis_url = resolve(redis_url)          # local://: one server, shared by the children
     say("calibrate")
@@ -562,9 +605,11 @@ def twin_check(redis_url: str, db_url: str, users: int = 600, runs: int = 3,
                             live.append(_live_run(stack, repository, scenario_for(
                                 level, f"twin-{secrets.token_hex(4)}", profile, seed)))
                     say(f"{level.name}: model")
-                    scenario = scenario_for(level, "twin-model", profile, seed)
+                    instance = ((stack.cpu_ms_per_press, stack.client_rtt_ms)
+                                if service_instance else None)
+                    scenario = scenario_for(level, "twin-model", profile, seed, instance)
                     results.append(LevelResult(level, live, run_model(scenario),
-                                               clicks_of(scenario)))
+                                               clicks_of(scenario), instance))
         finally:
             repository.engine.dispose()
     return TwinResult(results, calibration.latency, calibration.wall_s)

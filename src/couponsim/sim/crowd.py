@@ -95,6 +95,8 @@ class Crowd:
         record = RequestRecord(user, request_id, self.env.now, kind=kind.value)
         run.requests.append(record)
         request = IssueRequest(scenario.event.coupon_id, user, request_id)
+        if self.world.instances is not None:
+            yield self.env.timeout(scenario.service.client_rtt_ms / 2)
         queued_since = yield from self._on_an_instance(record)
         if scenario.sold_out_flag and self.sold_out_seen:
             record.path, record.answer = "sold-out flag", IssueOutcome.SOLD_OUT.value
@@ -108,6 +110,8 @@ class Crowd:
             result = yield store.flow(
                 ISSUE_FLOWS[scenario.variant](request, int(self.env.now)), record)
             record.path, record.answer = "direct", result.outcome.value
+        if self.world.instances is not None:
+            yield self.env.timeout(scenario.service.client_rtt_ms / 2)
         record.answered_ms = self.env.now
         if record.answer == IssueOutcome.SOLD_OUT.value:
             self.sold_out_seen = True

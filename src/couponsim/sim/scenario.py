@@ -123,6 +123,10 @@ class ServiceSpec:
     """CPU of one request in an instance: the issue route took 0.22-0.24 ms with uvloop
     and httptools here (benchmarks/service_rate.py, #19); ``calibrate`` does not measure
     it yet."""
+    client_rtt_ms: float = 0.0
+    """A press's round trip between the user's client and an instance, outside the
+    instance's CPU (half on the way in, half back): on a loopback, the HTTP client's own
+    work. Charged where the instances are modelled."""
 
 
 LAG_DISTRIBUTIONS = ("fixed", "exponential")
