@@ -20,21 +20,17 @@ import asyncio
 import json
 import os
 import secrets
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import numpy as np
 import pandas as pd
 import psutil  # type: ignore[import-untyped]
@@ -49,6 +45,7 @@ from couponsim.flows.lifecycle import warm_up_fresh
 from couponsim.keys import CouponKeys
 from couponsim.persistence.models import UserCoupon
 from couponsim.persistence.repository import Repository
+from couponsim.processes import couponsim_process, free_port, wait_until_ready
 from couponsim.service.config import SECRET_ENV
 from couponsim.sim.records import START_MS
 from couponsim.sim.run import simulate
@@ -275,32 +272,14 @@ def _stamps(engine: Engine, coupon_id: str) -> dict[str, float]:
     return {str(request): float(stored) for request, stored in found}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 _DEPLOYMENT_SECRET = secrets.token_hex(32)
 """The service and its worker are one deployment: one secret for the codes and proofs."""
 
 
-@contextmanager
-def _process(*arguments: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``couponsim ARGUMENTS`` in a subprocess until the block ends; stopped by its pid
-    (Ctrl-C, then kill if it will not stop)."""
-    process = subprocess.Popen([sys.executable, "-m", "couponsim.cli", *arguments],
-                               env=os.environ | {"PYTHONUNBUFFERED": "1",
-                                                 SECRET_ENV: _DEPLOYMENT_SECRET})
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _process(*arguments: str) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """``couponsim ARGUMENTS`` as one deployment: the twin's secret, unbuffered output."""
+    return couponsim_process(*arguments, env=os.environ | {
+        "PYTHONUNBUFFERED": "1", SECRET_ENV: _DEPLOYMENT_SECRET})
 
 
 @dataclass
@@ -318,22 +297,11 @@ class LiveStack:
 
     @contextmanager
     def serving(self) -> Iterator["LiveStack"]:
-        port = _free_port()
+        port = free_port()
         with _process("serve", "--no-worker", "--quiet", "--port", str(port),
                       *self._stores()) as service:
             self.url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                if service.poll() is not None:
-                    raise RuntimeError(f"the service exited with code {service.returncode}")
-                try:
-                    if httpx.get(f"{self.url}/livez").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the service did not answer within 30 s")
-                time.sleep(0.05)
+            wait_until_ready(f"{self.url}/livez", service)
             self._warm()
             process = psutil.Process(service.pid)
             before = process.cpu_times()
