@@ -26,6 +26,7 @@ from couponsim.service.config import ServiceConfig
 from couponsim.service.framing import server_options
 from couponsim.service.keyed import Keyed, status_location
 from couponsim.service.worker import Worker, WorkerConfig
+from couponsim.wire import events_of
 
 STARTUP_S = 60.0
 """Most the tests wait for uvicorn to start or stop (a bound, never asserted)."""
@@ -85,15 +86,8 @@ async def sse_events(client: httpx.AsyncClient, url: str,
     """The events of one SSE response, parsed (event, id, data), comments skipped."""
     async with client.stream("GET", url, headers=headers) as response:
         assert response.status_code == 200, await response.aread()
-        event: dict[str, str] = {}
-        async for line in response.aiter_lines():
-            if not line:
-                if event:
-                    yield event
-                event = {}
-            elif not line.startswith(":"):
-                name, _, value = line.partition(":")
-                event[name] = value.removeprefix(" ")
+        async for event in events_of(response.aiter_lines()):
+            yield event
 
 
 async def final_status(client: httpx.AsyncClient, url: str) -> dict[str, Any]:

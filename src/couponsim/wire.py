@@ -89,8 +89,8 @@ class Pool:
             status, found = await _read_head(reader)
             if status != 200:
                 raise ConnectionError(f"GET {path}: {status}")
-            yield _parse_events(_chunks(reader) if found.get("transfer-encoding") == "chunked"
-                                else _raw(reader))
+            chunked = found.get("transfer-encoding") == "chunked"
+            yield events_of(_lines(_chunks(reader) if chunked else _raw(reader)))
         finally:
             writer.close()
 
@@ -138,20 +138,27 @@ async def _raw(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _parse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, str]]:
-    buffer, event = b"", dict[str, str]()
+async def events_of(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, str]]:
+    """The Server-Sent Events of a stream's lines, each a dict of its fields (event, id,
+    data); comments skipped."""
+    event: dict[str, str] = {}
+    async for line in lines:
+        if not line:
+            if event:
+                yield event
+            event = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            event[name] = value.removeprefix(" ")
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    buffer = b""
     async for chunk in chunks:
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
         for raw in lines:
-            line = raw.rstrip(b"\r").decode()
-            if not line:
-                if event:
-                    yield event
-                event = {}
-            elif not line.startswith(":"):
-                name, _, value = line.partition(":")
-                event[name] = value.removeprefix(" ")
+            yield raw.rstrip(b"\r").decode()
 
 
 async def first_event(pool: Pool, path: str, headers: dict[str, str],
