@@ -27,7 +27,7 @@ class Admissions:
         yield self.env.timeout(START_MS - self.env.now)
         while not world.traffic_done.triggered:
             yield self.env.timeout(spec.admission_interval_s * 1000)
-            admission = yield world.store.flow(admission_round(
+            admission = yield from world.store.flow(admission_round(
                 gateway, world.scenario.event.coupon_id, spec.admission_batch))
             if admission is None:
                 continue

@@ -41,7 +41,7 @@ class Checkouts:
             checkout = CheckoutRecord(record.user, order, record.code, "release",
                                       self.env.now)
             self.world.run.checkouts.append(checkout)
-            released = yield self.world.store.flow(
+            released = yield from self.world.store.flow(
                 release_coupon(record.user, order, record.code, int(self.env.now)))
             checkout.outcome = "RELEASED" if released.released else "NOT_HELD"
             checkout.done_ms = self.env.now
@@ -54,6 +54,6 @@ class Checkouts:
         flow = (apply_coupon_seed(request, int(self.env.now))
                 if scenario.variant is Variant.SEED
                 else apply_coupon(request, int(self.env.now)))
-        result = yield self.world.store.flow(flow)
+        result = yield from self.world.store.flow(flow)
         checkout.outcome, checkout.done_ms = result.outcome.value, self.env.now
         return result

@@ -37,7 +37,7 @@ class Consumers:
         spec = world.scenario.consumers
         events: dict[str, CouponEvent] = {}
         event = None if world.scenario.variant is Variant.SEED else (
-            yield world.store.flow(load_event(world.scenario.event.coupon_id)))
+            yield from world.store.flow(load_event(world.scenario.event.coupon_id)))
         config = ConsumerConfig(batch_size=spec.batch_size)
         # Pending entries are reclaimed after an idle time Redis measures in wall time,
         # which virtual time never reaches; a consumer whose store failed over reclaims
@@ -49,7 +49,7 @@ class Consumers:
                                        options=world.scenario.seed_options)
                     if event is None else consume_batch(event, name, int(self.env.now),
                                                         reclaim if reclaiming else config))
-            report = yield world.store.flow(flow)
+            report = yield from world.store.flow(flow)
             if reclaiming and not report.reclaimed:
                 world.reclaiming.discard(name)
             if event is None and report.read:

@@ -95,23 +95,24 @@ class Crowd:
         record = RequestRecord(user, request_id, self.env.now, kind=kind.value)
         run.requests.append(record)
         request = IssueRequest(scenario.event.coupon_id, user, request_id)
-        if self.world.instances is not None:
-            yield self.env.timeout(scenario.service.client_rtt_ms / 2)
+        half_trip_ms = scenario.service.client_rtt_ms / 2 if self.world.instances else 0.0
+        if half_trip_ms:
+            yield self.env.timeout(half_trip_ms)
         queued_since = yield from self._on_an_instance(record)
         if scenario.sold_out_flag and self.sold_out_seen:
             record.path, record.answer = "sold-out flag", IssueOutcome.SOLD_OUT.value
         elif run.gateway is not None:
             shuffle = int(self.world.rng["shuffle"].integers(0, 1_000_000))
-            answer = yield store.flow(gateway_issue(run.gateway, request, shuffle,
+            answer = yield from store.flow(gateway_issue(run.gateway, request, shuffle,
                                                     queued_since_ms=queued_since), record)
             record.path, record.room_position = answer.path.value, answer.position
             record.answer = answer.outcome.value if answer.outcome else answer.room_state
         else:
-            result = yield store.flow(
+            result = yield from store.flow(
                 ISSUE_FLOWS[scenario.variant](request, int(self.env.now)), record)
             record.path, record.answer = "direct", result.outcome.value
-        if self.world.instances is not None:
-            yield self.env.timeout(scenario.service.client_rtt_ms / 2)
+        if half_trip_ms:
+            yield self.env.timeout(half_trip_ms)
         record.answered_ms = self.env.now
         if record.answer == IssueOutcome.SOLD_OUT.value:
             self.sold_out_seen = True
@@ -153,7 +154,7 @@ class Crowd:
         while self.env.now < deadline:
             if record.answer == "ISSUED":
                 status_of = record.status_of or record.request
-                status = yield store.flow(
+                status = yield from store.flow(
                     read_seed_status(status_of) if scenario.variant is Variant.SEED
                     else read_status(coupon, status_of), record)
                 if status is None:
@@ -168,11 +169,11 @@ class Crowd:
                 yield news | self.env.timeout(max(0.0, leave_at - self.env.now))
                 impatient = leave_at < deadline and self.env.now >= leave_at
                 if impatient and not news.triggered:
-                    left = yield store.flow(leave_room(coupon, record.user), record)
+                    left = yield from store.flow(leave_room(coupon, record.user), record)
                     if left and not news.triggered:
                         news.succeed()           # the user's other clicks leave with them
                     leave_at = deadline          # else admitted meanwhile: news is coming
-                state, request_id = yield store.flow(room_outcome(coupon, record.user),
+                state, request_id = yield from store.flow(room_outcome(coupon, record.user),
                                                      record)
                 if state == "LEFT":
                     record.final_state, record.final_ms = "LEFT", self.env.now

@@ -26,8 +26,8 @@ class Scheduler:
     def _schedule(self, event: CouponEvent) -> Generator[simpy.Event, Any, None]:
         seed = self.world.scenario.variant is Variant.SEED
         store = self.world.store
-        yield store.flow(lifecycle.warm_up_seed(event) if seed else lifecycle.warm_up(event))
+        yield from store.flow(lifecycle.warm_up_seed(event) if seed else lifecycle.warm_up(event))
         yield self.env.timeout(START_MS - self.env.now)
-        yield store.flow(lifecycle.activate_seed(event.coupon_id) if seed
+        yield from store.flow(lifecycle.activate_seed(event.coupon_id) if seed
                          else lifecycle.activate(event.coupon_id))
         self.world.activated.succeed()

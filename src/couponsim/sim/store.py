@@ -92,9 +92,11 @@ class Store:
         send_run()
         return replies
 
-    def flow(self, flow: Flow[Any], record: RequestRecord | None = None) -> simpy.Process:
-        """``flow`` as a process of the model: its effects performed as above."""
-        return self.env.process(flow_process(self.env, flow, self.perform(record)))
+    def flow(self, flow: Flow[Any], record: RequestRecord | None = None
+             ) -> Generator[simpy.Event, Any, Any]:
+        """``flow`` run by the calling process (``yield from``), its effects performed as
+        above: a process of its own would cost two more events a call."""
+        return flow_process(self.env, flow, self.perform(record))
 
 
 def _or_error(call: Callable[[], list[Any]], count: int) -> list[Any]:
