@@ -17,7 +17,8 @@ from collections import Counter
 
 import psutil  # type: ignore[import-untyped]
 
-from live_service import free_port, served
+from couponsim.processes import free_port
+from live_service import served
 
 MB = 1024 * 1024
 

@@ -7,9 +7,7 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from couponsim.processes import couponsim_process, free_port, wait_until_ready
-
-__all__ = ["free_port", "served"]
+from couponsim.processes import couponsim_process, wait_until_ready
 
 
 @contextmanager

@@ -68,10 +68,11 @@ from couponsim.flows import Variant, lifecycle
 from couponsim.flows.issue import IssueOutcome, IssueRequest, issue
 from couponsim.flows.status import RequestState, RequestStatus
 from couponsim.keys import CouponKeys
+from couponsim.processes import free_port
 from couponsim.service.config import SECRET_ENV
 from couponsim.service.keyed import Keyed, status_location
 from couponsim.service.sse import STATUS_CHANNELS
-from live_service import free_port, served
+from live_service import served
 
 COUPON = "bench-fanout"
 OPENING = 100

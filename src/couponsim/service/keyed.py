@@ -84,10 +84,12 @@ class _RandomIds:
     route's CPU. A forked child empties its copy and draws its own."""
 
     _IDS_PER_DRAW = 256
+    _lock: threading.Lock
+    _drawn: str
+    _at: int
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._drawn, self._at = "", 0
+        self._forget()
         os.register_at_fork(after_in_child=self._forget)
 
     def next(self) -> str:

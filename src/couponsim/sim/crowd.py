@@ -95,7 +95,8 @@ class Crowd:
         record = RequestRecord(user, request_id, self.env.now, kind=kind.value)
         run.requests.append(record)
         request = IssueRequest(scenario.event.coupon_id, user, request_id)
-        half_trip_ms = scenario.service.client_rtt_ms / 2 if self.world.instances else 0.0
+        half_trip_ms = (scenario.service.client_rtt_ms / 2
+                        if self.world.instances is not None else 0.0)
         if half_trip_ms:
             yield self.env.timeout(half_trip_ms)
         queued_since = yield from self._on_an_instance(record)

@@ -88,9 +88,12 @@ class Store:
                 run.append(effect)
                 continue
             send_run()
-            replies.extend(_or_error(partial(lambda e: [self.driver.execute(e)], effect), 1))
+            replies.extend(_or_error(partial(self._execute_alone, effect), 1))
         send_run()
         return replies
+
+    def _execute_alone(self, effect: Effect) -> list[Any]:
+        return [self.driver.execute(effect)]
 
     def flow(self, flow: Flow[Any], record: RequestRecord | None = None
              ) -> Generator[simpy.Event, Any, Any]:
