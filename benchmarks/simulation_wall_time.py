@@ -72,10 +72,10 @@ def profile(scenario_name: str, variant: str, users: int, redis_url: str) -> Non
         counts["events"] += 1
         schedule(self, *args, **kwargs)
 
-    def counted_serve(self: components.RedisServer,
-                      effect: Any) -> Generator[simpy.Event, Any, Any]:
+    def counted_serve(self: components.RedisServer, effect: Any,
+                      back_ms: float = 0.0) -> Generator[simpy.Event, Any, Any]:
         counts["redis"] += 1
-        return serve(self, effect)
+        return serve(self, effect, back_ms)
 
     def kept_init(self: components.RedisServer, *args: Any, **kwargs: Any) -> None:
         servers.append(self)

@@ -109,38 +109,77 @@ def test_the_models_redis_server_serves_a_spike_in_n_times_s() -> None:
     assert sum(redis.waits_ms) / 1_000 == pytest.approx(mean_wait)
 
 
-def test_what_waits_together_runs_against_the_store_together() -> None:
-    """Effects that reach the server in one instant, or queue while it is busy, are one
-    call of the store, made when the first of them is served; each still answers after
-    its own turn, one that arrives meanwhile waits for the next call, and an error
-    answers its own effect only."""
-    env = simpy.Environment()
-    calls: list[tuple[float, list[str]]] = []
+def _echo_server(env: simpy.Environment, calls: list[tuple[float, list[str]]]
+                 ) -> RedisServer:
+    """A server of 1 ms per effect whose store records each call: when, and what."""
 
     def execute_many(effects: list[Effect]) -> list[object]:
         names = [str(e.args[0]) for e in effects if isinstance(e, Command)]
         calls.append((env.now, names))
         return [ValueError(name) if name == "bad" else name.upper() for name in names]
 
-    redis = RedisServer(env, execute_many, lambda _effect: 1.0)
+    return RedisServer(env, execute_many, lambda _effect: 1.0)
+
+
+def _ask(env: simpy.Environment, redis: RedisServer, answers: dict[str, tuple[float, object]],
+         name: str, at: float):  # type: ignore[no-untyped-def]
+    yield env.timeout(at)
+    try:
+        answer = yield from redis.serve(Command("ECHO", (name,)))
+    except ValueError:
+        answer = "error"
+    answers[name] = (env.now, answer)
+
+
+def test_effects_run_when_a_reply_is_due_with_every_effect_whose_turn_is_fixed() -> None:
+    """Nothing runs before a reply is due; then every effect that has arrived runs, in
+    order, as one call of the store (one arriving later cannot come before them).
+    Each still answers after its own turn, and an error answers its own effect only."""
+    env = simpy.Environment()
+    calls: list[tuple[float, list[str]]] = []
+    redis = _echo_server(env, calls)
     answers: dict[str, tuple[float, object]] = {}
-
-    def request(name: str, at: float):  # type: ignore[no-untyped-def]
-        yield env.timeout(at)
-        try:
-            answer = yield from redis.serve(Command("ECHO", (name,)))
-        except ValueError as exc:
-            answer = exc
-        answers[name] = (env.now, answer if not isinstance(answer, ValueError) else "error")
-
     for name in ("a", "bad", "c"):
-        env.process(request(name, 0.0))
-    env.process(request("late", 0.5))
+        env.process(_ask(env, redis, answers, name, 0.0))
+    env.process(_ask(env, redis, answers, "late", 0.5))
     env.run()
-    assert calls == [(0.0, ["a", "bad", "c"]), (3.0, ["late"])]
+    assert calls == [(1.0, ["a", "bad", "c", "late"])]
     assert answers == {"a": (1.0, "A"), "bad": (2.0, "error"), "c": (3.0, "C"),
                        "late": (4.0, "LATE")}
     assert redis.waits_ms == [0.0, 1.0, 2.0, 2.5]
+
+
+@pytest.mark.parametrize("reader", ["booked look at 1.5", "watching until 2.5"])
+def test_a_reader_from_outside_sees_the_store_as_the_clock_has_it(reader: str) -> None:
+    """A reader who booked a look, or watches, finds exactly the effects that started
+    by then, none that start later, however the replies fall due."""
+    env = simpy.Environment()
+    calls: list[tuple[float, list[str]]] = []
+    redis = _echo_server(env, calls)
+    answers: dict[str, tuple[float, object]] = {}
+    seen: list[list[str]] = []
+
+    def booked():  # type: ignore[no-untyped-def]
+        redis.will_look_at(1.5)
+        yield env.timeout(1.5)
+        redis.look()
+        seen.append([name for _at, names in calls for name in names])
+
+    def watching():  # type: ignore[no-untyped-def]
+        with redis.watched():
+            yield env.timeout(1.5)
+            redis.look()
+            seen.append([name for _at, names in calls for name in names])
+            yield env.timeout(1.0)
+
+    env.process(booked() if reader.startswith("booked") else watching())
+    for name in ("a", "bad", "c"):
+        env.process(_ask(env, redis, answers, name, 0.0))
+    env.process(_ask(env, redis, answers, "late", 0.5))
+    env.run()
+    assert seen == [["a", "bad"]], "a started at 0 and bad at 1; c starts at 2"
+    assert calls == [(1.0, ["a", "bad"]), (3.0, ["c", "late"])]
+    assert answers["late"] == (4.0, "LATE")
 
 
 def test_a_confidence_interval_needs_two_replications() -> None:

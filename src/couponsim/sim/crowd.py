@@ -64,14 +64,17 @@ class Crowd:
         yield self.env.timeout(max(0.0, START_MS + click.at_ms - self.env.now))
         request_id, kind = click.request, click.kind
         for attempt in range(MAX_EARLY_RETRIES + 1):
-            asked = self.env.process(self._ask(click.user, request_id, kind))
-            if retries:
+            record: RequestRecord
+            if retries:                      # the answer races the user's patience
+                asked = self.env.process(self._ask(click.user, request_id, kind))
                 yield asked | self.env.timeout(traffic.client_timeout_ms)
                 if not asked.triggered:      # no answer yet: press again, once
                     retries = False
                     self._press(Click(self.env.now - START_MS, click.user,
                                       f"{click.request}-retry", Kind.RETRY))
-            record: RequestRecord = yield asked
+                record = yield asked
+            else:
+                record = yield from self._ask(click.user, request_id, kind)
             if record.answer != IssueOutcome.NOT_ACTIVE.value or kind is Kind.BOT:
                 break
             record.final_state, record.final_ms = record.answer, record.answered_ms
@@ -127,10 +130,10 @@ class Crowd:
         if instances is None:
             return None
         arrived = self.env.now
-        with instances.request() as turn:
-            yield turn
-            record.instance_wait_ms = self.env.now - arrived
-            yield self.env.timeout(self.world.scenario.service.cpu_ms)
+        cpu_ms = self.world.scenario.service.cpu_ms
+        start = instances.take(cpu_ms)
+        record.instance_wait_ms = start - arrived
+        yield self.env.timeout(start + cpu_ms - arrived)
         return int(arrived)
 
     def _await_final(self, record: RequestRecord,

@@ -52,13 +52,17 @@ class ReplicaFailover:
         dies_ms = START_MS + spec.at_s * 1000
         lag_ms = (float(world.rng["failover"].exponential(spec.replication_lag_ms))
                   if spec.lag_distribution == "exponential" else spec.replication_lag_ms)
-        yield world.activated
-        yield self.env.timeout(max(0.0, dies_ms - lag_ms - self.env.now))
-        replicated_ms = self.env.now
-        primary = world.store.driver.client
-        assert isinstance(primary, fakeredis.FakeRedis), "checked when the part was made"
-        copy = _dump(primary)
+        with world.store.watched():   # the copy's moment is known once the sale opens
+            yield world.activated
+            yield self.env.timeout(max(0.0, dies_ms - lag_ms - self.env.now))
+            replicated_ms = self.env.now
+            world.store.look()
+            primary = world.store.driver.client
+            assert isinstance(primary, fakeredis.FakeRedis), "checked when the part was made"
+            copy = _dump(primary)
+            world.store.will_look_at(dies_ms)
         yield self.env.timeout(max(0.0, dies_ms - self.env.now))
+        world.store.look()                   # what the primary served before it died
         promoted = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
         _restore(promoted, copy)
         world.store.driver = SyncDriver(promoted, "fake://promoted-replica",

@@ -22,12 +22,14 @@ class Sampler:
         self.consumers = consumers
 
     def start(self) -> None:
+        self.world.store.will_look_at(START_MS - 1_000)
         self.env.process(self._sample())
 
     def _sample(self) -> Generator[simpy.Event, Any, None]:
         world, keys = self.world, self.world.keys
         yield self.env.timeout(START_MS - 1_000 - self.env.now)
         while True:
+            world.store.look()
             client = world.store.driver.client      # the promoted store after a failover
             if world.scenario.variant is Variant.SEED:
                 backlog = client.llen(SEED_ISSUE_QUEUE)
@@ -42,4 +44,5 @@ class Sampler:
             # after a failover): the checker reports those; sampling on would never end.
             if world.traffic_done.triggered and (backlog == 0 or self.consumers.done.triggered):
                 return
+            world.store.will_look_at(self.env.now + SAMPLE_MS)
             yield self.env.timeout(SAMPLE_MS)

@@ -2,12 +2,13 @@
 the database as a small pool of connections.
 
 Every round trip crosses the network (exponential, one way), waits its turn, runs
-(on fakeredis or a real Redis, at that moment of virtual time) and costs its service
-time. The database's transactions cost a time per batch and per row. Effects run
-through ``driver``, which a failover replaces with the promoted replica's.
+(on fakeredis or a real Redis, in its order of service) and costs its service time.
+The database's transactions cost a time per batch and per row. Effects run through
+``driver``, which a failover replaces with the promoted replica's.
 """
 
 from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any
 
@@ -64,11 +65,26 @@ class Store:
                 record.redis_commands += (len(effect.commands)
                                           if isinstance(effect, Pipeline) else 1)
             yield self.env.timeout(network.exponential(latency.network_ms))
-            result = yield from self.redis.serve(effect)
-            yield self.env.timeout(network.exponential(latency.network_ms))
-            return result
+            return (yield from self.redis.serve(
+                effect, back_ms=network.exponential(latency.network_ms)))
 
         return perform
+
+    def will_look_at(self, at_ms: float) -> None:
+        """Book a look at the store from outside the model (the sampler, the
+        failover's copy) at ``at_ms``: effects run ahead of the clock
+        (:class:`RedisServer`), but not past a booked look."""
+        self.redis.will_look_at(at_ms)
+
+    def watched(self) -> AbstractContextManager[None]:
+        """Keep the store to the clock meanwhile, for a reader from outside the model
+        who cannot book its look ahead."""
+        return self.redis.watched()
+
+    def look(self) -> None:
+        """Bring the store to now, for a reader from outside the model at a moment it
+        booked with :meth:`will_look_at`."""
+        self.redis.look()
 
     def _execute_many(self, effects: list[Effect]) -> list[Any]:
         """``effects`` in order, each reply or error in its place: a run of commands and

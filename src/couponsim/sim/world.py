@@ -15,7 +15,7 @@ from couponsim.keys import CouponKeys
 from couponsim.resilience.breaker import BreakerConfig, CircuitBreaker
 from couponsim.resilience.rate_limiter import RateLimiter, RateLimiterConfig
 from couponsim.resilience.time_limiter import TimeLimiter
-from couponsim.sim.components import Server
+from couponsim.sim.components import FifoServers
 from couponsim.sim.records import START_MS, Run
 from couponsim.sim.room_news import RoomNews
 from couponsim.sim.scenario import Scenario
@@ -42,7 +42,7 @@ class World:
         self.keys = CouponKeys(scenario.event.coupon_id)
         self.run = Run(scenario, gateway=gateway(scenario), stored_ms=self.store.stored_ms)
         self.room_news = RoomNews(self.env)
-        self.instances = (Server(self.env, capacity=scenario.service.instances)
+        self.instances = (FifoServers(self.env, scenario.service.instances)
                           if scenario.service.instances else None)
         """The service's instances, each running one request's CPU at a time (None: not
         modelled)."""
