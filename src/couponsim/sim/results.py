@@ -5,7 +5,8 @@ tables come from what the model recorded about each request and each sample.
 """
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pandas as pd
 
 from couponsim.fairness import Fairness, fairness
 from couponsim.flows import Variant
-from couponsim.sim.records import START_MS, Run
+from couponsim.sim.records import START_MS, CheckoutRecord, RequestRecord, Run, Sample
 from couponsim.sim.traffic import Kind
 from couponsim.verify import InvariantReport
 
@@ -96,20 +97,27 @@ def users_by_final_state(requests: pd.DataFrame) -> dict[str, int]:
     return {str(state): int(n) for state, n in per_user.value_counts().items()}
 
 
+def frame(records: Sequence[Any], kind: type) -> pd.DataFrame:
+    """One row per record of dataclass ``kind``, built a column at a time: a dict per
+    row would hold a second copy of a large crowd's records at once."""
+    names = [f.name for f in fields(kind)]
+    return pd.DataFrame({name: [getattr(r, name) for r in records] for name in names},
+                        columns=names)
+
+
 def tables(run: Run) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    requests = pd.DataFrame([vars(r) for r in run.requests])
+    requests = frame(run.requests, RequestRecord)
     requests["arrival_s"] = (requests.arrival_ms - START_MS) / 1000
     requests["answer_ms"] = requests.answered_ms - requests.arrival_ms
     requests["status_ms"] = requests.final_ms - requests.arrival_ms
     requests["final_s"] = (requests.final_ms - START_MS) / 1000
     requests = requests.drop(columns=["arrival_ms", "answered_ms", "final_ms"])
-    timeline = pd.DataFrame([vars(s) for s in run.samples])
+    timeline = frame(run.samples, Sample)
     timeline["t_s"] = (timeline.at_ms - START_MS) / 1000
     answered_at = pd.Series((r.answered_ms for r in run.requests if r.answered_ms), dtype=float)
     buckets = ((answered_at - START_MS) // 100).value_counts()
     timeline["answered"] = ((timeline.at_ms - START_MS) // 100).map(buckets).fillna(0)
-    checkouts = pd.DataFrame([vars(c) for c in run.checkouts], columns=[
-        "user", "order", "code", "action", "started_ms", "outcome", "done_ms"])
+    checkouts = frame(run.checkouts, CheckoutRecord)
     checkouts["start_s"] = (checkouts.started_ms - START_MS) / 1000
     checkouts["latency_ms"] = checkouts.done_ms - checkouts.started_ms
     checkouts = checkouts.drop(columns=["started_ms", "done_ms"])
