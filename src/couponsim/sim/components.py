@@ -1,6 +1,6 @@
-"""The model's shared parts: a server queue that scales to a flash crowd, and Redis
-as one such server. The model and its validation against queueing theory use the
-very same Redis component."""
+"""The model's shared parts: server queues that scale to a flash crowd (a SimPy
+resource, and servers timed by formula), and Redis as one such server. The model
+and its validation against queueing theory use the very same Redis component."""
 
 import heapq
 import math
@@ -56,23 +56,23 @@ class RedisServer:
 
     A FIFO server's timing is known the moment an effect arrives (Lindley's
     recursion, :class:`FifoServers`), so an effect costs one timeout, not a queue
-    process's events. What the
-    store must see is only the order of service. So an effect runs against the store
-    when its reply is due, together with every effect whose turn is fixed by then,
-    as one pipeline, a batched script's calls merged into one call
-    (``execute_many``), as the live driver coalesces the requests of one loop turn.
-    Nothing that arrives later can come before them, so every effect finds the store
-    as a server executing it at its start would leave it, and the store's round
-    trips grow with virtual time, not with the crowd (#6: a flash crowd's wall time
-    went to the store's work per effect).
+    process's events. What the store must see is only the order of service. So an
+    effect runs against the store when its reply is due, together with every effect
+    whose turn is fixed by then, as one pipeline, a batched script's calls merged
+    into one call (``execute_many``), as the live driver coalesces the requests of
+    one loop turn. Nothing that arrives later can come before them, so every effect
+    finds the store as a server executing it at its start would leave it, and the
+    store's round trips grow with virtual time, not with the crowd (#6: a flash
+    crowd's wall time went to the store's work per effect).
 
     The store may so run ahead of the clock, which only a reader from outside the
-    model (the sampler, the failover's copy) could see: such a reader books the
-    moments it will look (:meth:`will_look_at`) and calls :meth:`look` then, and no
-    effect that starts after a booked moment runs before it; one that cannot know
-    its moment ahead keeps the store to the clock meanwhile (:meth:`watched`). With more than one
-    server (the queueing checks' M/G/c) each effect takes the server that comes free
-    first, still first come, first served.
+    model (the sampler, the failover's copy) could see. Such a reader books the
+    moments it will look (:meth:`will_look_at`) and calls :meth:`look` then; no
+    effect that starts after a booked moment runs before it. One that cannot know
+    its moment ahead keeps the store to the clock meanwhile (:meth:`watched`).
+
+    With more than one server (the queueing checks' M/G/c) each effect takes the
+    server that comes free first, still first come, first served.
     """
 
     def __init__(self, env: simpy.Environment,
