@@ -108,7 +108,7 @@ class Crowd:
         elif run.gateway is not None:
             shuffle = int(self.world.rng["shuffle"].integers(0, 1_000_000))
             answer = yield from store.flow(gateway_issue(run.gateway, request, shuffle,
-                                                    queued_since_ms=queued_since), record)
+                                                         queued_since_ms=queued_since), record)
             record.path, record.room_position = answer.path.value, answer.position
             record.answer = answer.outcome.value if answer.outcome else answer.room_state
         else:
@@ -178,7 +178,7 @@ class Crowd:
                         news.succeed()           # the user's other clicks leave with them
                     leave_at = deadline          # else admitted meanwhile: news is coming
                 state, request_id = yield from store.flow(room_outcome(coupon, record.user),
-                                                     record)
+                                                          record)
                 if state == "LEFT":
                     record.final_state, record.final_ms = "LEFT", self.env.now
                     return

@@ -29,5 +29,5 @@ class Scheduler:
         yield from store.flow(lifecycle.warm_up_seed(event) if seed else lifecycle.warm_up(event))
         yield self.env.timeout(START_MS - self.env.now)
         yield from store.flow(lifecycle.activate_seed(event.coupon_id) if seed
-                         else lifecycle.activate(event.coupon_id))
+                              else lifecycle.activate(event.coupon_id))
         self.world.activated.succeed()
