@@ -48,6 +48,13 @@ class Script:
     shape: BatchShape | None = None
     """For a script that takes a batch: how its call is laid out."""
 
+    @property
+    def requests(self) -> int:
+        """The requests this call decides: one, or its batch's (every batched script
+        gives each request an argument of its own)."""
+        shape = self.shape
+        return 1 if shape is None else (len(self.args) - shape.shared_args) // shape.args_each
+
 
 @dataclass(frozen=True)
 class Pipeline:

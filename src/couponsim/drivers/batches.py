@@ -39,7 +39,7 @@ def split(scripts: Sequence[Script], reply: Sequence[Any]) -> list[list[Any]]:
     for script in scripts:
         shape = script.shape
         assert shape is not None
-        size = (len(script.args) - shape.shared_args) // shape.args_each * shape.reply_each
+        size = script.requests * shape.reply_each
         replies.append(list(reply[at:at + size]))
         at += size
     return replies

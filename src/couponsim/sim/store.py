@@ -126,9 +126,12 @@ def _or_error(call: Callable[[], list[Any]], count: int) -> list[Any]:
 
 
 def _service_ms(effect: Effect, command_ms: float, script_ms: float) -> float:
+    """What ``effect`` holds Redis for. A script's call of a batch costs its requests'
+    time as if each were a call of its own: an upper bound (the batch reads what its
+    requests share once) that keeps the server's load what the requests bring."""
     match effect:
         case Script():
-            return script_ms
+            return script_ms * max(1, effect.requests)
         case Pipeline(commands):
             return command_ms * len(commands)
         case Command():

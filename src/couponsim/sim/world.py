@@ -41,7 +41,7 @@ class World:
         self.store = Store(self.env, scenario.latency, driver, self.rng["network"])
         self.keys = CouponKeys(scenario.event.coupon_id)
         self.run = Run(scenario, gateway=gateway(scenario), stored_ms=self.store.stored_ms)
-        self.room_news = RoomNews(self.env)
+        self.room_news = RoomNews(self.env, self.store, scenario.event.coupon_id)
         self.instances = (FifoServers(self.env, scenario.service.instances)
                           if scenario.service.instances else None)
         """The service's instances, each running one request's CPU at a time (None: not
