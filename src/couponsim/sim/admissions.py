@@ -33,4 +33,7 @@ class Admissions:
                 continue
             world.run.admissions.append((self.env.now, sum(
                 outcome != "REQUEUE" for outcome in admission.outcomes.values())))
-            world.room_news.tell(None if admission.drained else admission.outcomes)
+            if admission.drained:            # users were waiting as the room closed
+                world.room_news.close()
+            else:
+                world.room_news.tell(admission.outcomes)

@@ -3,6 +3,7 @@ service (and, when engaged, the gateway), then waits for the final answer of an
 accepted request. Winners go on to check out (:class:`Checkouts`)."""
 
 from collections.abc import Callable, Generator
+from enum import Enum
 from typing import Any
 
 import simpy
@@ -14,10 +15,18 @@ from couponsim.flows.status import read_seed_status, read_status
 from couponsim.flows.waiting_room import FINAL_STATES, leave_room, room_outcome
 from couponsim.sim.checkouts import Checkouts
 from couponsim.sim.records import FORGOTTEN, START_MS, RequestRecord
+from couponsim.sim.room_news import Outcomes
 from couponsim.sim.traffic import Click, Kind, plan
 from couponsim.sim.world import World
 
 MAX_EARLY_RETRIES = 10
+
+
+class Woke(Enum):
+    """Why a parked user goes on without the room's news."""
+
+    RAN_OUT = "patience or the status timeout ran out"
+    ALONE = "another click of theirs left the room: each reads their own state"
 
 
 class Crowd:
@@ -37,17 +46,9 @@ class Crowd:
             self._press(click)
 
     def _press(self, click: Click) -> None:
-        """Start a click; the last one to have its final answer ends the issuing traffic
-        (consumers and admissions stop after that; checkouts go on)."""
+        """Start a click: it is live until its user knows (:meth:`_knows`)."""
         self.clicks_live += 1
-
-        def click_then_count() -> Generator[simpy.Event, Any, None]:
-            yield from self._click(click)
-            self.clicks_live -= 1
-            if not self.clicks_live:
-                self.world.traffic_done.succeed()
-
-        self.env.process(click_then_count())
+        self.env.process(self._click(click))
 
     def _click(self, click: Click) -> Generator[simpy.Event, Any, None]:
         """One click, and what its user does about the answer.
@@ -80,17 +81,15 @@ class Crowd:
             record.final_state, record.final_ms = record.answer, record.answered_ms
             yield self.env.timeout(float(self.world.rng["clicks"].uniform(500, 1_500)))
             request_id, kind = f"{click.request}-{attempt + 1}", Kind.AGAIN_EARLY
+        deadline = self.env.now + traffic.status_timeout_s * 1000
+        waiter = Waiter(self, click, record, retries, deadline,
+                        deadline if patience_ms is None else min(deadline,
+                                                                 self.env.now + patience_ms))
         if kind is Kind.BOT:
             record.final_state, record.final_ms = record.answer, record.answered_ms
+            self._knows(waiter)
             return
-        yield from self._await_final(record, patience_ms)
-        if retries and record.final_state in ("FAILED", "GAVE_UP", FORGOTTEN):
-            self._press(Click(self.env.now - START_MS, click.user, f"{click.request}-retry",
-                              Kind.RETRY))
-        if click.kind is Kind.FIRST:
-            self.progress(1)
-        if record.final_state == "COMPLETED":
-            self.checkouts.start(record)
+        yield from self._await_final(waiter)
 
     def _ask(self, user: str, request_id: str,
              kind: Kind) -> Generator[simpy.Event, Any, RequestRecord]:
@@ -136,8 +135,8 @@ class Crowd:
         yield self.env.timeout(start + cpu_ms - arrived)
         return int(arrived)
 
-    def _await_final(self, record: RequestRecord,
-                     patience_ms: float | None) -> Generator[simpy.Event, Any, None]:
+    def _await_final(self, waiter: "Waiter", woke: Woke | None = None
+                     ) -> Generator[simpy.Event, Any, None]:
         """Wait until the user knows: a stored coupon, or a final refusal; a user whose
         status never comes gives up after ``status_timeout_s`` (GAVE_UP), and an
         impatient one leaves the waiting room (LEFT). A request answered ISSUED whose
@@ -146,16 +145,15 @@ class Crowd:
         request" tells its user at once.
 
         An accepted request's status is polled. A user in the waiting room is pushed
-        the news instead (the room publishes every outcome), and learns their state
-        from one read with everyone told at the same moment (:class:`RoomNews`): a
-        room of 100,000 polling every second would be a load no real room carries.
+        the news instead (the room publishes every outcome): a room of 100,000 polling
+        every second would be a load no real room carries. Until then they wait
+        without a process (:meth:`Waiter.park`), and learn their state from one read
+        with everyone told at the same moment (:class:`RoomNews`). ``woke`` says why a
+        parked user goes on by a process of their own.
         """
         scenario, store = self.world.scenario, self.world.store
-        coupon = scenario.event.coupon_id
-        deadline = self.env.now + scenario.traffic.status_timeout_s * 1000
-        leave_at = deadline if patience_ms is None else min(deadline,
-                                                           self.env.now + patience_ms)
-        while self.env.now < deadline:
+        coupon, record = scenario.event.coupon_id, waiter.record
+        while self.env.now < waiter.deadline:
             if record.answer == "ISSUED":
                 status_of = record.status_of or record.request
                 status = yield from store.flow(
@@ -163,40 +161,125 @@ class Crowd:
                     else read_status(coupon, status_of), record)
                 if status is None:
                     record.final_state, record.final_ms = FORGOTTEN, self.env.now
+                    self._knows(waiter)
                     return
                 if status.final:
                     record.final_state, record.final_ms = status.state.value, self.env.now
                     record.code = status.code
+                    self._knows(waiter)
                     return
             elif record.answer in ("WAITING", "ADMITTED"):
-                news = self.world.room_news.of(record.user)
-                yield news | self.env.timeout(max(0.0, leave_at - self.env.now))
-                impatient = leave_at < deadline and self.env.now >= leave_at
-                if impatient and not news.triggered:
-                    left = yield from store.flow(leave_room(coupon, record.user), record)
-                    if left and not news.triggered:
-                        news.succeed()           # the user's other clicks leave with them
-                    leave_at = deadline          # else admitted meanwhile: news is coming
-                if news.triggered and news.value is not None:
-                    outcomes = yield news.value          # the read of everyone told with them
-                    state, request_id = outcomes[record.user]
-                    record.redis_commands += 1           # their part of that call
-                else:                                    # left: read their own
-                    state, request_id = yield from store.flow(
-                        room_outcome(coupon, record.user), record)
-                if state == "LEFT":
-                    record.final_state, record.final_ms = "LEFT", self.env.now
+                if woke is None:
+                    waiter.park()
                     return
-                if state in FINAL_STATES:
-                    record.answer, record.status_of = state, request_id or ""
-                    if state != "ISSUED":        # told now, after the wait in the room
-                        record.final_state, record.final_ms = state, self.env.now
-                        return
-                    continue
-                self.world.room_news.read(record.user, news)   # not final yet: wait on
+                if woke is Woke.RAN_OUT and waiter.leave_at < waiter.deadline:
+                    left = yield from store.flow(leave_room(coupon, record.user), record)
+                    if left:                     # the user's other clicks leave with them
+                        self.world.room_news.leave(record.user)
+                    waiter.leave_at = waiter.deadline   # else admitted meanwhile
+                woke = None
+                state, request_id = yield from store.flow(room_outcome(coupon, record.user),
+                                                          record)
+                if self._learn(waiter, state, request_id):
+                    return
                 continue
             else:
                 record.final_state, record.final_ms = record.answer, record.answered_ms
+                self._knows(waiter)
                 return
             yield self.env.timeout(scenario.traffic.status_poll_ms)
         record.final_state, record.final_ms = "GAVE_UP", self.env.now
+        self._knows(waiter)
+
+    def _learn(self, waiter: "Waiter", state: str | None, request_id: str | None) -> bool:
+        """Take the room's answer to ``waiter``'s user; True if they now know (an
+        issued coupon still has its status to wait for)."""
+        record = waiter.record
+        if state == "LEFT":
+            record.final_state, record.final_ms = "LEFT", self.env.now
+        elif state in FINAL_STATES:
+            record.answer, record.status_of = state, request_id or ""
+            if state == "ISSUED":
+                return False
+            record.final_state, record.final_ms = state, self.env.now   # after the wait
+        else:
+            return False
+        self._knows(waiter)
+        return True
+
+    def told(self, waiter: "Waiter", outcomes: Outcomes) -> None:
+        """A parked user's outcome from the read of everyone told with them: most end
+        here, without a process; one with a coupon issued goes on to poll its status,
+        one still waiting waits on."""
+        state, request_id = outcomes[waiter.record.user]
+        waiter.record.redis_commands += 1           # their part of that call
+        if not self._learn(waiter, state, request_id):
+            self.env.process(self._await_final(waiter))
+
+    def _knows(self, waiter: "Waiter") -> None:
+        """The click's user has their final answer: a retrying user whose request
+        failed presses again, a winner goes on to check out, and the last click to
+        end ends the issuing traffic (consumers and admissions stop after that;
+        checkouts go on)."""
+        click, record = waiter.click, waiter.record
+        if waiter.retries and record.final_state in ("FAILED", "GAVE_UP", FORGOTTEN):
+            self._press(Click(self.env.now - START_MS, click.user, f"{click.request}-retry",
+                              Kind.RETRY))
+        if click.kind is Kind.FIRST:
+            self.progress(1)
+        if record.final_state == "COMPLETED":
+            self.checkouts.start(record)
+        self.clicks_live -= 1
+        if not self.clicks_live:
+            self.world.traffic_done.succeed()
+
+
+class Waiter:
+    """A click whose user waits in the room: parked without a process (the crowd of a
+    Story 2 waits here, and a process with its frames and events for each was most
+    of a run's memory), until the room's news, their patience or the status timeout
+    ends the wait."""
+
+    __slots__ = ("click", "crowd", "deadline", "leave_at", "parked", "parks", "record",
+                 "retries")
+
+    def __init__(self, crowd: Crowd, click: Click, record: RequestRecord, retries: bool,
+                 deadline: float, leave_at: float) -> None:
+        self.crowd = crowd
+        self.click = click
+        self.record = record
+        self.retries = retries
+        self.deadline = deadline
+        self.leave_at = leave_at
+        """When an impatient user leaves (the deadline for a patient one)."""
+        self.parks = 0
+        self.parked = False
+
+    @property
+    def user(self) -> str:
+        return self.record.user
+
+    def park(self) -> None:
+        """Wait for news, or for ``leave_at``: one timeout, no process."""
+        crowd = self.crowd
+        self.parked = True
+        self.parks += 1
+        crowd.world.room_news.wait(self)
+        parks = self.parks
+        timer = crowd.env.timeout(max(0.0, self.leave_at - crowd.env.now))
+        timer.callbacks.append(lambda _timer: self._ran_out(parks))
+
+    def told(self, reading: simpy.Process | None) -> None:
+        """The room has news: ``reading`` will tell this user's outcome (None: read
+        your own)."""
+        self.parked = False
+        if reading is None:
+            self.crowd.env.process(self.crowd._await_final(self, Woke.ALONE))
+        else:
+            reading.callbacks.append(lambda done: self.crowd.told(self, done.value))
+
+    def _ran_out(self, parks: int) -> None:
+        if self.parked and self.parks == parks:   # not told meanwhile, nor parked anew
+            self.parked = False
+            self.crowd.world.room_news.stop_waiting(self)
+            self.crowd.env.process(self.crowd._await_final(self, Woke.RAN_OUT))

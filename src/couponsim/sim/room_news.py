@@ -1,10 +1,10 @@
 """The push a waiting-room user receives when the room has news for them, and the read
 that tells them what it is.
 
-The room publishes every outcome, so a waiting user sleeps on one event until
-admission tells them, rather than polling on a timer of their own. The users one
-round tells read their outcomes together: their pages ask at the same moment, and the
-service sends the concurrent reads as one call of the batched script
+The room publishes every outcome, so a waiting user is parked until admission tells
+them (no process, no timer of their own but their patience), rather than polling. The
+users one round tells read their outcomes together: their pages ask at the same
+moment, and the service sends the concurrent reads as one call of the batched script
 (``room_outcome_batch``), as its driver coalesces the requests of one loop turn. A
 closing room tells everyone at once; read one by one, that burst held a flow, its
 effect and its events for each of a crowd's users at the same moment (#17: most of
@@ -12,8 +12,9 @@ Story 2's peak memory).
 """
 
 from collections.abc import Collection, Generator
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import simpy
 
 from couponsim.flows.waiting_room import room_outcome_batch
@@ -27,34 +28,74 @@ Outcomes = dict[str, tuple[str | None, str | None]]
 """Each told user's state in the room and the request the room issued with."""
 
 
+class Waiting(Protocol):
+    """A click parked in the room until its news (:class:`couponsim.sim.crowd.Waiter`)."""
+
+    @property
+    def user(self) -> str: ...
+
+    def told(self, reading: simpy.Process | None) -> None:
+        """The news: ``reading`` will tell the outcome (None: read your own)."""
+
+
 class RoomNews:
-    def __init__(self, env: simpy.Environment, store: Store, coupon_id: str) -> None:
+    def __init__(self, env: simpy.Environment, store: Store, coupon_id: str,
+                 order: np.random.Generator) -> None:
         self.env = env
         self.store = store
         self.coupon_id = coupon_id
-        self._pending: dict[str, simpy.Event] = {}
+        self.order = order
+        """Draws the order the told clicks' reads reach Redis in: each page's read
+        crosses the network on its own, so the first to wait is not the first read."""
+        self._waiting: dict[str, list[Waiting]] = {}
+        self.closed = False
+        """The room has closed (:meth:`close`): it has no more news to wait for."""
 
-    def of(self, user: str) -> simpy.Event:
-        """The event ``user``'s next news triggers (the same for all their clicks). Its
-        value is the read that tells them their outcome (a process returning
-        :data:`Outcomes`), or None when the user left and must read their own."""
-        return self._pending.setdefault(user, self.env.event())
+    def wait(self, waiter: Waiting) -> None:
+        """Park ``waiter`` until the room's next news for its user. In a closed room
+        the news is already there: one who joined as it closed (their answer still on
+        its way) reads their state at once, as the room's page does on opening."""
+        if self.closed:
+            waiter.told(None)
+            return
+        self._waiting.setdefault(waiter.user, []).append(waiter)
 
-    def read(self, user: str, news: simpy.Event) -> None:
-        """``user`` has read ``news``: their next wait is for the news after it."""
-        if news.triggered and self._pending.get(user) is news:
-            del self._pending[user]
+    def stop_waiting(self, waiter: Waiting) -> None:
+        """``waiter`` waits no more (its patience ran out)."""
+        waiters = self._waiting.get(waiter.user, [])
+        if waiter in waiters:
+            waiters.remove(waiter)
+        if not waiters:
+            self._waiting.pop(waiter.user, None)
 
-    def tell(self, users: Collection[str] | None = None) -> None:
-        """Push news to ``users`` who wait (None: to every waiting user), each batch of
-        them with the one read that tells them their outcomes."""
-        told = [(user, news) for user, news in self._pending.items()
-                if not news.triggered and (users is None or user in users)]
-        for first in range(0, len(told), READ_BATCH):
-            batch = told[first:first + READ_BATCH]
-            reading = self.env.process(self._read([user for user, _news in batch]))
-            for _user, news in batch:
-                news.succeed(reading)
+    def tell(self, users: Collection[str]) -> None:
+        """Push news to ``users`` who wait, each batch of them with the one read that
+        tells them their outcomes."""
+        self._tell({user: self._waiting.pop(user) for user in users if user in self._waiting})
+
+    def close(self) -> None:
+        """The room closed: every waiting user has news, and so will anyone who comes to
+        wait later (:meth:`wait`)."""
+        self.closed = True
+        told, self._waiting = self._waiting, {}
+        self._tell(told)
+
+    def _tell(self, told: dict[str, list[Waiting]]) -> None:
+        """Each told click reads, in batches: a sample of the burst each, not a block of
+        those who came to wait together."""
+        waiters = [waiter for user_waiters in told.values() for waiter in user_waiters]
+        self.order.shuffle(waiters)
+        for first in range(0, len(waiters), READ_BATCH):
+            batch = waiters[first:first + READ_BATCH]
+            reading = self.env.process(self._read([waiter.user for waiter in batch]))
+            for waiter in batch:
+                waiter.told(reading)
+
+    def leave(self, user: str) -> None:
+        """``user`` left the room: their other clicks still waiting learn it by a read
+        of their own."""
+        for waiter in self._waiting.pop(user, []):
+            waiter.told(None)
 
     def _read(self, users: list[str]) -> Generator[simpy.Event, Any, Outcomes]:
         outcomes = yield from self.store.flow(room_outcome_batch(self.coupon_id, users))

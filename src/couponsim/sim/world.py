@@ -21,7 +21,8 @@ from couponsim.sim.room_news import RoomNews
 from couponsim.sim.scenario import Scenario
 from couponsim.sim.store import Store
 
-STREAMS = ("arrivals", "clicks", "network", "shuffle", "behaviour", "checkout", "failover")
+STREAMS = ("arrivals", "clicks", "network", "shuffle", "behaviour", "checkout", "failover",
+           "news")
 """One random stream per purpose; new purposes go at the end, so the streams of the
 old ones (and the runs they gave) stay as they were."""
 
@@ -41,7 +42,8 @@ class World:
         self.store = Store(self.env, scenario.latency, driver, self.rng["network"])
         self.keys = CouponKeys(scenario.event.coupon_id)
         self.run = Run(scenario, gateway=gateway(scenario), stored_ms=self.store.stored_ms)
-        self.room_news = RoomNews(self.env, self.store, scenario.event.coupon_id)
+        self.room_news = RoomNews(self.env, self.store, scenario.event.coupon_id,
+                                  self.rng["news"])
         self.instances = (FifoServers(self.env, scenario.service.instances)
                           if scenario.service.instances else None)
         """The service's instances, each running one request's CPU at a time (None: not
