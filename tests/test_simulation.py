@@ -348,3 +348,17 @@ def test_a_run_on_a_real_redis_is_the_run_on_fakeredis(
     assert fake.requests.equals(real.requests)
     assert fake.checkouts.equals(real.checkouts)
     assert fake.timeline.equals(real.timeline)
+
+
+def test_one_consumer_is_paced_by_its_own_time_per_batch_and_entry(embedded: SyncDriver) -> None:
+    """The worker's time between its calls (calibrate's consumer_batch_cpu_ms and
+    consumer_row_cpu_ms) holds the consumer: batches of one, 15 + 5 ms each, store one
+    coupon per 20 ms at most; without it they follow each other faster."""
+    base = ["traffic.users=300", "event.stock=30", "consumers.count=1",
+            "consumers.batch_size=1", "checkout.share=0"]
+    paced = simulate(load_scenario("black_friday", [
+        *base, "latency.consumer_batch_cpu_ms=15", "latency.consumer_row_cpu_ms=5"]), embedded)
+    assert paced.report.ok and len(paced.run.stored_ms) == 30
+    assert np.diff(sorted(paced.run.stored_ms.values())).min() >= 20 - 1e-6
+    free = simulate(load_scenario("black_friday", base), embedded)
+    assert np.diff(sorted(free.run.stored_ms.values())).min() < 20

@@ -6,7 +6,9 @@ guessed predicts a guess. This job runs the real flows (warm-up, issue, status
 reads, the hardened consumer with the real Repository persist path) on a scratch
 coupon, times them at the client and, where the server keeps them, reads the
 server's own figures (``INFO commandstats`` deltas: no ``CONFIG RESETSTAT``, so a
-shared server's statistics are left alone). Everything it wrote, in Redis and in
+shared server's statistics are left alone), and times what a consume cycle spends
+between its calls (the worker's own time, which the calls' costs leave out). Everything
+it wrote, in Redis and in
 the database, is purged before it returns, whether it succeeded or not.
 
 A mean is what the model charges today; the percentiles are kept beside it because
@@ -227,12 +229,13 @@ def _measure(client: redis.Redis, redis_url: str, db_url: str, repository: Repos
     sizes = plan.sizes()
     coupon = f"calibrate-{secrets.token_hex(4)}"
     fit_coupon = f"{coupon}-db"
+    worker_coupon = f"{coupon}-worker"
     driver = SyncDriver(client, redis_url, repository)
     timed = _Timed(driver)
     stats = _ServerStats(client)
     steps = (plan.pings + plan.issue_requests() + 1
              + plan.status_reads + plan.room_users + len(sizes) * plan.batch_repeats
-             + plan.pubsub_messages)
+             + plan.pubsub_messages + 3 * plan.batch_repeats)
     bar = tqdm(total=steps, desc="calibrate", unit="step", disable=not progress)
     try:
         ping_ms = _pings(client, plan.pings, bar)
@@ -240,13 +243,14 @@ def _measure(client: redis.Redis, redis_url: str, db_url: str, repository: Repos
             phase: {} for phase in ("issue", "status", "room_join", "room_admit", "consume")}
         _sale(timed, stats, server, coupon, plan, max(_scenario_batch_sizes()), bar)
         fit_ms = _database(repository, fit_coupon, sizes, plan.batch_repeats, bar)
+        cycle_ms = _consumer_cycles(driver, worker_coupon, plan.batch_repeats, bar)
         pubsub_ms = _pubsub(client, CouponKeys(coupon).channel, plan.pubsub_messages, bar)
     finally:
         bar.close()
-        for scratch in (coupon, f"{coupon}-room", fit_coupon):
+        for scratch in (coupon, f"{coupon}-room", fit_coupon, worker_coupon):
             driver.run(lifecycle.purge(scratch, with_database=True))
     return _profile(redis_url, db_url, repository, versions, stats.available, ping_ms,
-                    timed.samples, server, fit_ms, pubsub_ms, plan,
+                    timed.samples, server, fit_ms, cycle_ms, pubsub_ms, plan,
                     time.perf_counter() - started)
 
 
@@ -351,6 +355,53 @@ def _database(repository: Repository, coupon: str, sizes: tuple[int, ...], repea
     return times
 
 
+CYCLE_SIZES = (1, 50)
+"""Consumer batch sizes whose cycles are timed, to fit the worker's own time per batch
+and per entry (as the database fit does for the transaction)."""
+
+
+def _consumer_cycles(driver: SyncDriver, coupon: str, repeats: int,
+                     bar: tqdm) -> dict[int, list[float]]:
+    """The worker's own time in each consume cycle, by batch size: the cycle's wall time
+    less the time its calls took at the client (Redis's and the database's, which the
+    model charges as such). Sizes take turns, so that a drift of the machine spreads
+    over both."""
+    cycles = {size: 2 * repeats if size == 1 else repeats for size in CYCLE_SIZES}
+    stock = sum(size * count for size, count in cycles.items())
+    driver.run(lifecycle.open_event(CouponEvent(coupon, stock=stock, name="calibrate",
+                                                starts_at_ms=wall_clock_ms() - 1),
+                                    Variant.HARDENED))
+    for n in range(stock):
+        driver.run(issue(IssueRequest(coupon, f"c{n}", f"c{n}"), wall_clock_ms()))
+    event = driver.run(load_event(coupon))
+    own_ms: dict[int, list[float]] = {size: [] for size in CYCLE_SIZES}
+    calls_ns = 0
+
+    def execute(effect: Effect) -> Any:
+        nonlocal calls_ns
+        started = time.perf_counter_ns()
+        try:
+            return driver.execute(effect)
+        finally:
+            calls_ns += time.perf_counter_ns() - started
+
+    while any(len(own_ms[size]) < count for size, count in cycles.items()):
+        for size, count in cycles.items():
+            if len(own_ms[size]) >= count:
+                continue
+            calls_ns = 0
+            started = time.perf_counter_ns()
+            report = finish(consume_batch(event, "calibrate", wall_clock_ms(),
+                                          ConsumerConfig(batch_size=size)), execute)
+            if not report.read:
+                raise InvalidInput(f"calibrate: {coupon}'s queue ran dry before the "
+                                   f"consumer's cycles were timed")
+            if report.read == size:
+                own_ms[size].append((time.perf_counter_ns() - started - calls_ns) / 1e6)
+            bar.update()
+    return own_ms
+
+
 def _usable(batch_ms: float, row_ms: float) -> bool:
     """Both costs positive: a fit that is not is noise, and the model cannot charge it."""
     return batch_ms > 0 and row_ms > 0
@@ -407,7 +458,8 @@ def _profile(redis_url: str, db_url: str, repository: Repository, versions: dict
              server_stats: bool,
              ping_ms: list[float], samples: dict[str, list[float]],
              server: dict[str, dict[str, tuple[int, int]]], fit_ms: dict[int, list[float]],
-             pubsub_ms: list[float], plan: CalibrationPlan, wall_s: float) -> Calibration:
+             cycle_ms: dict[int, list[float]], pubsub_ms: list[float], plan: CalibrationPlan,
+             wall_s: float) -> Calibration:
     ping = Summary.of(ping_ms)
     client_ms = {label: Summary.of(values) for label, values in sorted(samples.items())
                  if label.startswith(("script_", "command_", "pipeline_", "db_"))}
@@ -447,9 +499,12 @@ def _profile(redis_url: str, db_url: str, repository: Repository, versions: dict
         script_ms = float(np.mean(samples["script_issue"]))
         command_ms = float(np.mean(commands))
     network_ms = ping.mean / 2 if server_stats else 0.0
+    cycle_batch_ms, cycle_row_ms, cycle_r2 = fit_batch_cost(cycle_ms)
     latency = {"network_ms": network_ms, "redis_command_ms": command_ms,
                "redis_script_ms": script_ms, "database_batch_ms": batch_ms,
-               "database_row_ms": row_ms}
+               "database_row_ms": row_ms,
+               "consumer_batch_cpu_ms": max(0.0, cycle_batch_ms),
+               "consumer_row_cpu_ms": max(0.0, cycle_row_ms)}
     assert set(latency) == set(CHARGED), "a latency field the model charges is not measured"
     tables = {
         "profile": {
@@ -469,12 +524,20 @@ def _profile(redis_url: str, db_url: str, repository: Repository, versions: dict
             "database_batch_ms": "least-squares intercept over the medians of "
                                  "persist_issued's time per batch size (database_ms)",
             "database_row_ms": "least-squares slope of the same fit",
+            "consumer_batch_cpu_ms": "least-squares intercept over the medians of a "
+                                     "consume cycle's own time (its wall time less its "
+                                     "calls' at the client) at batch sizes 1 and 50 "
+                                     "(consumer_cycle_ms); never below 0",
+            "consumer_row_cpu_ms": "least-squares slope of the same fit; never below 0",
             "pubsub_ms": "PUBLISH call to the subscriber's receipt; the model does not "
                          "charge it yet",
         },
         **tables,
         "database_fit": {"batch_ms": round(batch_ms, 5), "row_ms": round(row_ms, 6),
                          "r2": round(r2, 4), "sizes": sorted(fit_ms)},
+        "consumer_cycle_ms": {f"batch_{size}": Summary.of(values).table()
+                              for size, values in sorted(cycle_ms.items())}
+                             | {"fit_r2": round(cycle_r2, 4)},
         "ping_rtt_ms": ping.table(),
         "pubsub_ms": Summary.of(pubsub_ms).table(),
         "client_ms": {label: summary.table() for label, summary in client_ms.items()},

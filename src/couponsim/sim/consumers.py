@@ -50,6 +50,8 @@ class Consumers:
                     if event is None else consume_batch(event, name, int(self.env.now),
                                                         reclaim if reclaiming else config))
             report = yield from world.store.flow(flow)
+            if report.read and (cpu_ms := self._cpu_ms(report.read)):
+                yield self.env.timeout(cpu_ms)      # the worker's own time, between calls
             if reclaiming and not report.reclaimed:
                 world.reclaiming.discard(name)
             if event is None and report.read:
@@ -58,3 +60,7 @@ class Consumers:
                 if world.traffic_done.triggered:
                     return
                 yield self.env.timeout(spec.poll_ms)
+
+    def _cpu_ms(self, entries: int) -> float:
+        latency = self.world.scenario.latency
+        return latency.consumer_batch_cpu_ms + entries * latency.consumer_row_cpu_ms
