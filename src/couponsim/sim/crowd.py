@@ -240,8 +240,8 @@ class Waiter:
     of a run's memory), until the room's news, their patience or the status timeout
     ends the wait."""
 
-    __slots__ = ("click", "crowd", "deadline", "leave_at", "parked", "parks", "record",
-                 "retries")
+    __slots__ = ("click", "crowd", "deadline", "leave_at", "parked", "record", "retries",
+                 "timer")
 
     def __init__(self, crowd: Crowd, click: Click, record: RequestRecord, retries: bool,
                  deadline: float, leave_at: float) -> None:
@@ -252,8 +252,9 @@ class Waiter:
         self.deadline = deadline
         self.leave_at = leave_at
         """When an impatient user leaves (the deadline for a patient one)."""
-        self.parks = 0
         self.parked = False
+        self.timer: simpy.Timeout | None = None
+        """The timeout of the current park: an earlier park's, firing later, is stale."""
 
     @property
     def user(self) -> str:
@@ -263,11 +264,9 @@ class Waiter:
         """Wait for news, or for ``leave_at``: one timeout, no process."""
         crowd = self.crowd
         self.parked = True
-        self.parks += 1
+        self.timer = crowd.env.timeout(max(0.0, self.leave_at - crowd.env.now))
+        self.timer.callbacks.append(self._ran_out)
         crowd.world.room_news.wait(self)
-        parks = self.parks
-        timer = crowd.env.timeout(max(0.0, self.leave_at - crowd.env.now))
-        timer.callbacks.append(lambda _timer: self._ran_out(parks))
 
     def told(self, reading: simpy.Process | None) -> None:
         """The room has news: ``reading`` will tell this user's outcome (None: read
@@ -278,8 +277,8 @@ class Waiter:
         else:
             reading.callbacks.append(lambda done: self.crowd.told(self, done.value))
 
-    def _ran_out(self, parks: int) -> None:
-        if self.parked and self.parks == parks:   # not told meanwhile, nor parked anew
+    def _ran_out(self, timer: simpy.Event) -> None:
+        if self.parked and timer is self.timer:   # not told meanwhile, nor parked anew
             self.parked = False
             self.crowd.world.room_news.stop_waiting(self)
             self.crowd.env.process(self.crowd._await_final(self, Woke.RAN_OUT))

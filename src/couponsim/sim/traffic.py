@@ -30,7 +30,7 @@ class Kind(StrEnum):
     BOT = "bot"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)   # slots: a Story 2 plans about 525,000 of them
 class Click:
     at_ms: float
     """From the start (negative: before it)."""
