@@ -51,6 +51,13 @@ def _hubs(backend: Backend) -> set[int]:
             if int(client["psub"]) > 0 and int(client["db"]) == db}
 
 
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.ConnectError:
+        return False
+
+
 @pytest.mark.slow
 def test_a_crowd_spread_over_two_service_processes_keeps_every_invariant(
         real_backend: Backend, postgres_url: str,
@@ -77,12 +84,13 @@ def test_a_crowd_spread_over_two_service_processes_keeps_every_invariant(
 
     try:
         deadline = time.monotonic() + SPAWN_S
-        # Each process's status hub subscribes once its app has started: two pattern
-        # subscribers mean both processes serve (the first would otherwise take the crowd).
-        while len(_hubs(real_backend) - earlier_hubs) < 2:
+        # Each process's status hub subscribes while its app starts: two new pattern
+        # subscribers mean both processes are starting (the first would otherwise take
+        # the crowd). The port they share listens once a process has started (asyncio
+        # calls listen() on the inherited socket as it begins to serve), a moment later.
+        while len(_hubs(real_backend) - earlier_hubs) < 2 or not _answers(f"{base}/health"):
             assert server.poll() is None and time.monotonic() < deadline, "no service"
             time.sleep(0.2)
-        assert httpx.get(f"{base}/health").status_code == 200
         results = asyncio.run(crowd())
         # A proof made by whichever process answered is read by every process: fresh
         # connections for the same stream land on either.
