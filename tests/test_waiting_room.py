@@ -20,6 +20,7 @@ from couponsim.flows.waiting_room import (
     join_room,
     leave_room,
     recover_admitted,
+    room_outcome_batch,
     room_outcomes,
     room_status,
 )
@@ -245,6 +246,26 @@ def test_closing_tells_a_waiting_user_who_already_holds_a_coupon_issued(
     assert (admission.outcomes, admission.drained) == ({"first": "ISSUED"}, 2)
     states = {u: driver.run(room_status("c1", u, START + 11)).state for u in ("slow", "last")}
     assert states == {"slow": "ISSUED", "last": "SOLD_OUT"}
+
+
+def test_closing_tells_a_double_click_that_waited_after_the_first_won_duplicate(
+        driver: SyncDriver) -> None:
+    """The user's first click was issued directly; their double click, sent behind the
+    waiters, waits in the room with a request of its own, never issued. When the room
+    closes, that click is a DUPLICATE, on the page and in the news alike: told ISSUED,
+    it pointed at a status no one wrote (the model called it FORGOTTEN, the live page
+    sent its user to a stream that answered 404)."""
+    open_event(driver, stock=2, starts_at_ms=START)
+    assert driver.run(issue(IssueRequest("c1", "quick", "r-quick"), START)).outcome is \
+        IssueOutcome.ISSUED
+    driver.run(join_room("c1", "first", "q-first", START + 1))
+    driver.run(join_room("c1", "quick", "r-quick-again", START + 2))
+    admission = driver.run(admit("c1", 1, START + 10))
+    assert (admission.outcomes, admission.drained) == ({"first": "ISSUED"}, 1)
+    page = driver.run(room_status("c1", "quick", START + 11))
+    assert (page.state, page.request_id) == ("DUPLICATE", "r-quick-again")
+    news = driver.run(room_outcome_batch("c1", ["quick", "first"]))
+    assert news == [("DUPLICATE", "r-quick-again"), ("ISSUED", "q-first")]
 
 
 def test_a_request_id_of_another_user_cannot_join(driver: SyncDriver, backend: Backend) -> None:

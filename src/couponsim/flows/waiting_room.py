@@ -142,13 +142,15 @@ def room_status(coupon_id: str, user_id: str, now_ms: int) -> Flow[RoomStatus]:
         Command("HGET", (keys.info, "starts_at_ms")),
     ), atomic=True)
     validate_ms("now_ms", now_ms)
+    (answer,) = yield from _held_by_this_request(keys, [(told(state, closed, held), request_id)],
+                                                 [state])
     rate = admission_rate(batches)
     position = 0 if rank is None else rank + 1
     until_start_s = max(0, int(starts_at or 0) - now_ms) / 1000
     line_s = None if rate is None else position / rate
     eta = (None if not position or (line_s is None and not until_start_s)
            else until_start_s + (line_s or 0.0))
-    return RoomStatus(told(state, closed, held), position, size, eta, rate, request_id)
+    return RoomStatus(answer[0], position, size, eta, rate, request_id)
 
 
 def room_outcome(coupon_id: str, user_id: str) -> Flow[tuple[str | None, str | None]]:
@@ -171,8 +173,32 @@ def room_outcome_batch(coupon_id: str, users: Sequence[str]
     keys = CouponKeys(coupon_id)
     replies = yield Script("room_read", (keys.room, keys.room_requests, keys.holders),
                            tuple(validate_id("user", user) for user in users), ROOM_READ_SHAPE)
-    return [(told(state, closed, held), request_id) for state, request_id, closed, held
-            in (replies[at:at + 4] for at in range(0, len(replies), 4))]
+    read = [replies[at:at + 4] for at in range(0, len(replies), 4)]
+    return (yield from _held_by_this_request(
+        keys, [(told(state, closed, held), request_id) for state, request_id, closed, held
+               in read], [state for state, *_ in read]))
+
+
+def _held_by_this_request(keys: CouponKeys, answers: list[tuple[str | None, str | None]],
+                          stored: list[str | None]
+                          ) -> Flow[list[tuple[str | None, str | None]]]:
+    """A closed room tells a user who still waited ISSUED when they hold a coupon (:func:`
+    told`), for the request that timed out at the gateway after the script issued it. A
+    coupon issued to another of their requests (a double click sent to the room after
+    the first one won) makes the waiting one a DUPLICATE: told ISSUED, it pointed at a
+    status no one ever wrote. Only those few are looked up (one EXISTS each)."""
+    unsure = [n for n, ((answer, request_id), state) in enumerate(zip(answers, stored,
+                                                                       strict=True))
+              if answer == "ISSUED" and state == "WAITING" and request_id]
+    if not unsure:
+        return answers
+    found = yield Pipeline(tuple(Command("EXISTS", (keys.request(str(answers[n][1])),))
+                                 for n in unsure))
+    settled = list(answers)
+    for n, exists in zip(unsure, found, strict=True):
+        if not exists:
+            settled[n] = ("DUPLICATE", answers[n][1])
+    return settled
 
 
 def room_outcomes(coupon_id: str) -> Flow[dict[str, str]]:

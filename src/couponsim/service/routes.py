@@ -25,7 +25,6 @@ answer is, is decided by the flows.
 import hashlib
 import secrets
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -42,11 +41,10 @@ from couponsim.drivers.aio import AsyncDriver
 from couponsim.effects import Command, DbCall
 from couponsim.errors import UnknownRequest
 from couponsim.event import CouponEvent
-from couponsim.flows.gateway import Gateway, GatewayAnswer, gateway_issue
+from couponsim.flows.gateway import Gateway, GatewayAnswer, gateway_issue, settle_held
 from couponsim.flows.issue import IssueOutcome, IssueRequest
 from couponsim.flows.lifecycle import WarmupOutcome, warm_up_fresh
 from couponsim.flows.redeem import apply_coupon, coupons_held, release_coupon
-from couponsim.flows.status import RequestState, read_status
 from couponsim.flows.throttle import SharedLimit, acquire_shared
 from couponsim.flows.waiting_room import PRE_QUEUE_SPREAD, room_status
 from couponsim.ids import validate_id
@@ -140,7 +138,7 @@ async def issue_coupon(body: IssueBody, user: User, request: Request,
                                             secrets.randbelow(PRE_QUEUE_SPREAD),
                                             fresh=idempotency_key is None))
     if answer.room_state == IssueOutcome.ISSUED:
-        answer = await _held(driver, answer, coupon_id)
+        answer = await driver.run(settle_held(answer, coupon_id))
     told = answer.outcome.value if answer.outcome is not None else answer.room_state or ""
     metrics.answered(told)
     if told in _REFUSED:
@@ -205,18 +203,6 @@ class IssueFastPath(Route):
         if match is not Match.NONE:
             child_scope["route"] = self   # as FastAPI's routes do: the Timer labels by it
         return match, child_scope
-
-
-async def _held(driver: AsyncDriver, answer: GatewayAnswer, coupon_id: str) -> GatewayAnswer:
-    """The room answered ISSUED without taking the user in: they hold a coupon already
-    (a call that outlived the time limiter after the script issued it, then sent to a
-    sold-out room). Not a place in line: pointed at the room, they would poll a room
-    that never knew them. This request's own coupon is followed on its status stream;
-    a coupon of another of the user's requests makes this one a duplicate."""
-    own = await driver.run(read_status(coupon_id, answer.request_id))
-    issued = own is not None and own.state is not RequestState.FAILED
-    return replace(answer, room_state=None,
-                   outcome=IssueOutcome.ISSUED if issued else IssueOutcome.DUPLICATE)
 
 
 def _accepted(answer: GatewayAnswer, coupon_id: str, user: str, keyed: Keyed) -> Response:

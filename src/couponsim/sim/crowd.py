@@ -9,7 +9,7 @@ from typing import Any
 import simpy
 
 from couponsim.flows import Variant
-from couponsim.flows.gateway import gateway_issue
+from couponsim.flows.gateway import gateway_issue, settle_held
 from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest
 from couponsim.flows.status import read_seed_status, read_status
 from couponsim.flows.waiting_room import FINAL_STATES, leave_room, room_outcome
@@ -108,6 +108,8 @@ class Crowd:
             shuffle = int(self.world.rng["shuffle"].integers(0, 1_000_000))
             answer = yield from store.flow(gateway_issue(run.gateway, request, shuffle,
                                                          queued_since_ms=queued_since), record)
+            if answer.room_state == IssueOutcome.ISSUED:     # as the service answers it
+                answer = yield from store.flow(settle_held(answer, request.coupon_id), record)
             record.path, record.room_position = answer.path.value, answer.position
             record.answer = answer.outcome.value if answer.outcome else answer.room_state
         else:
