@@ -17,6 +17,7 @@ from couponsim.cli import main
 from couponsim.connection import connect
 from couponsim.consumers import drain
 from couponsim.drivers.sync import SyncDriver
+from couponsim.errors import InvalidInput
 from couponsim.event import CouponEvent
 from couponsim.flows import Variant, lifecycle
 from couponsim.flows.gateway import Gateway
@@ -111,6 +112,33 @@ def test_one_user_cannot_hammer_the_issue_route(tmp_path: Path) -> None:
         other = httpx.post(f"{live.url}/api/v1/coupons/issue", json={"coupon_id": "c"},
                            headers={"X-User-ID": "modest"})
         assert other.status_code == 202
+
+
+def test_an_instance_over_its_rate_limit_sends_users_to_the_room_and_says_its_time(
+        tmp_path: Path) -> None:
+    """``--rate-limit``: the instance's own budget a second. The presses over it are sent
+    to the waiting room, which Redis holds; every answer carries the time the service
+    spent on it."""
+    config = _config(tmp_path, rate_limit_per_s=1)
+    driver = SyncDriver.from_url(config.redis_url)
+    driver.run(lifecycle.open_event(CouponEvent("limited", stock=5), Variant.HARDENED))
+    with live_service(config, worker=False) as live:
+        time.sleep(1 - time.time() % 1)      # the presses within one of the limiter's cycles
+        answers = [httpx.post(f"{live.url}/api/v1/coupons/issue", json={"coupon_id": "limited"},
+                              headers={"X-User-ID": f"u{n}"}) for n in range(3)]
+    paths = [answer.json().get("path") for answer in answers]
+    assert [a.status_code for a in answers] == [202] * 3, [a.text for a in answers]
+    assert paths == ["direct", "queued: rate limited", "queued: rate limited"]
+    assert driver.client.zcard(CouponKeys("limited").waiting) == 2
+    served = [float(a.headers["server-timing"].removeprefix("app;dur=")) for a in answers]
+    assert all(0 < ms < 5_000 for ms in served), served
+
+
+@pytest.mark.parametrize("fields", [{"rate_limit_per_s": -1}, {"time_limit_ms": 0}])
+def test_a_gateway_setting_out_of_range_is_refused(tmp_path: Path,
+                                                   fields: dict[str, float]) -> None:
+    with pytest.raises(InvalidInput, match="rate limit"):
+        _config(tmp_path, **fields)
 
 
 def test_the_sold_out_flag_is_cleared_when_stock_comes_back(tmp_path: Path) -> None:

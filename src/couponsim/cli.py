@@ -173,6 +173,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="print neither the addresses nor one access-log line per request")
     serve.add_argument("--start-in", default="10s",
                        help="with --scenario: the event starts this long after start-up")
+    serve.add_argument("--rate-limit", type=int, default=0, metavar="PER_S",
+                       help="issue calls a second each service process lets through; those "
+                            "over it go to the waiting room (default 0: no limit)")
+    serve.add_argument("--time-limit-ms", type=float, default=1000.0,
+                       help="an issue call slower than this is a failure for the breaker, "
+                            "and its user goes to the waiting room (default 1000)")
     calibrate = commands.add_parser(
         "calibrate", help="measure a Redis and a database; write the latency profile",
         description="Run the real flows on a scratch coupon (purged afterwards), time them "
@@ -188,6 +194,11 @@ def _parser() -> argparse.ArgumentParser:
         "worker", help="run consumers, schedulers and waiting-room admission for a service")
     worker.add_argument("--consumer-batch", type=int,
                         help="queue entries per consumer batch (default: the live consumer's)")
+    worker.add_argument("--admission-batch", type=int, default=100,
+                        help="users the waiting room admits a tick (default 100)")
+    worker.add_argument("--tick-ms", type=float, default=100.0,
+                        help="how often the schedulers look and the room admits a batch "
+                             "(default 100)")
     for command in (serve, worker):   # never run's defaults: a service shares no state
         command.add_argument("--redis-url", default=SERVICE_REDIS_URL,   # with simulations
                              help=f"default {SERVICE_REDIS_URL} (in this process only)")
@@ -446,7 +457,8 @@ def _service(args: argparse.Namespace) -> None:
 
         batch = {} if args.consumer_batch is None else {"batch_size": args.consumer_batch}
         serve.work(ServiceConfig.from_env(redis_url=args.redis_url, db_url=args.db_url),
-                   WorkerConfig(consumer=dataclasses.replace(LIVE, **batch)))
+                   WorkerConfig(tick_s=args.tick_ms / 1000, admission_batch=args.admission_batch,
+                                consumer=dataclasses.replace(LIVE, **batch)))
         return
     events = []
     if args.scenario:
@@ -457,7 +469,9 @@ def _service(args: argparse.Namespace) -> None:
     config = ServiceConfig.from_env(redis_url=args.redis_url, db_url=args.db_url,
                                     identity=args.identity, stream=args.stream,
                                     coalesce=not args.no_coalesce,
-                                    sold_out_flag=not args.no_sold_out_flag)
+                                    sold_out_flag=not args.no_sold_out_flag,
+                                    rate_limit_per_s=args.rate_limit,
+                                    time_limit_ms=args.time_limit_ms)
     serve.serve(config, args.host, args.port, with_worker=not args.no_worker, events=events,
                 plain_asyncio=args.plain_asyncio, workers=args.workers, quiet=args.quiet)
 

@@ -87,7 +87,10 @@ class BodyLimit:
 
 
 class Timer:
-    """Feed the latency histogram: time to the response's start, by route template."""
+    """Time to the response's start, by route template: into the latency histogram, and
+    to the client as ``Server-Timing: app;dur=MS`` (W3C Server Timing). A client that
+    times its own requests can then tell the service's part from its own and the
+    network's: the twin check's load generator shares two cores with the service."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -100,9 +103,12 @@ class Timer:
 
         async def timed(message: Message) -> None:
             if message["type"] == "http.response.start":
+                elapsed = time.perf_counter() - started
                 route = scope.get("route")
-                self.metrics.latency.labels(getattr(route, "path", "unmatched")).observe(
-                    time.perf_counter() - started)
+                self.metrics.latency.labels(getattr(route, "path", "unmatched")).observe(elapsed)
+                message = {**message, "headers": [
+                    *message.get("headers", ()),
+                    (b"server-timing", f"app;dur={elapsed * 1000:.3f}".encode())]}
             await send(message)
 
         await self.app(scope, receive, timed)
@@ -148,7 +154,7 @@ def build_app(config: ServiceConfig, gateway: Gateway | None = None) -> FastAPI:
                           "checkout. Errors are RFC 9457 problem documents.")
     state: Any = app.state
     state.config, state.metrics = config, metrics
-    state.gateway = gateway or Gateway()
+    state.gateway = gateway or config.gateway()
     state.keyed = Keyed(config.secret.encode(), config.proof_ttl_s)
     problem.install(app)
     app.include_router(router)

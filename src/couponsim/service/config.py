@@ -8,7 +8,10 @@ from enum import StrEnum
 from couponsim.codes import CouponCodes
 from couponsim.connection import DEFAULT_REDIS_URL
 from couponsim.errors import InvalidInput
+from couponsim.flows.gateway import Gateway
 from couponsim.persistence.database import DEFAULT_DATABASE_URL
+from couponsim.resilience.rate_limiter import RateLimiter, RateLimiterConfig
+from couponsim.resilience.time_limiter import TimeLimiter
 
 ADMIN_TOKEN_ENV = "COUPONSIM_ADMIN_TOKEN"
 JWT_KEY_ENV = "COUPONSIM_JWT_KEY"
@@ -67,6 +70,13 @@ class ServiceConfig:
     """Answer a fresh request for a coupon this instance saw sold out without asking
     Redis (sold_out.py). Only with the hardened stream, whose hub clears the flag when
     stock comes back; off only to measure what it brings."""
+    rate_limit_per_s: int = 0
+    """This instance's own budget of issue calls a second (the gateway's rate limiter,
+    resilience4j's semantics, refusing at once); those over it go to the waiting room.
+    Its one-second cycles start on the wall clock's whole seconds. 0: no limit."""
+    time_limit_ms: float = 1000.0
+    """The gateway's time limiter: an issue call slower than this counts as a failure
+    for the breaker and sends the user to the room (resilience4j's default, 1 s)."""
 
     def __post_init__(self) -> None:
         try:  # the command line hands in plain strings
@@ -84,6 +94,16 @@ class ServiceConfig:
             raise InvalidInput("stream timeout, heartbeat and body limit must be positive")
         if self.user_limit < 0 or self.user_period_ms < 1:
             raise InvalidInput("the per-user limit must be >= 0 per a period of >= 1 ms")
+        if self.rate_limit_per_s < 0 or self.time_limit_ms <= 0:
+            raise InvalidInput("the rate limit must be >= 0 a second and the time limit "
+                               "above 0 ms")
+
+    def gateway(self) -> Gateway:
+        """The gateway of one instance: its breaker, its limiters and the waiting room
+        behind them."""
+        limiter = None if not self.rate_limit_per_s else RateLimiter(RateLimiterConfig(
+            limit_for_period=self.rate_limit_per_s, refresh_period_s=1.0, timeout_s=0.0))
+        return Gateway(limiter=limiter, time_limiter=TimeLimiter(self.time_limit_ms / 1000))
 
     def codes(self) -> CouponCodes:
         """The coupon codes this deployment's consumers make, keyed with its secret."""

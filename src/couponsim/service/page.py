@@ -14,6 +14,11 @@ from fastapi.responses import HTMLResponse
 
 router = APIRouter()
 
+ROOM_POLL_MS = 1000
+"""How long the page waits after one answer of the room before it asks again: every
+waiting user's page asks about once a second, a load on the instances that grows with
+the room (the twin check's load generator polls alike)."""
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>couponsim: get a coupon</title>
 <style>body{font-family:sans-serif;max-width:32em;margin:2em auto}output{display:block;
@@ -46,10 +51,10 @@ async function wait(coupon, headers) {
     const eta = answer.estimatedWaitTime === null ? "estimating"
       : `about ${Math.ceil(answer.estimatedWaitTime)} s`;
     show(`In line: position ${answer.queuePosition} of ${answer.queueSize}, estimated wait ${eta}`);
-    setTimeout(() => wait(coupon, headers), 1000);
+    setTimeout(() => wait(coupon, headers), ROOM_POLL_MS);
   } else if (answer.state === "ADMITTED") {
     show("Your turn: issuing your coupon...");
-    setTimeout(() => wait(coupon, headers), 1000);
+    setTimeout(() => wait(coupon, headers), ROOM_POLL_MS);
   } else if (answer.state === "ISSUED" && answer.statusUrl) { stream(answer.statusUrl); }
   else { finish("No coupon: " + answer.state); }
 }
@@ -67,7 +72,7 @@ $("get").addEventListener("click", async () => {
   } else { wait(coupon, headers); }
 });
 </script></body></html>
-"""
+""".replace("ROOM_POLL_MS", str(ROOM_POLL_MS))
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -21,7 +21,12 @@ from couponsim.codes import CouponCodes
 from couponsim.connection import connect
 from couponsim.consumers import LIVE, ConsumerTotals, run_consumer
 from couponsim.drivers.sync import SyncDriver, wall_clock_ms
-from couponsim.errors import CouponsimError, DatabaseUnavailable, RedisUnavailable
+from couponsim.errors import (
+    CouponsimError,
+    DatabaseUnavailable,
+    InvalidInput,
+    RedisUnavailable,
+)
 from couponsim.flows.consume import ConsumerConfig
 from couponsim.flows.gateway import Gateway, admission_round
 from couponsim.flows.lifecycle import event_ids, follow_schedule
@@ -42,6 +47,11 @@ class WorkerConfig:
     consumer: ConsumerConfig = LIVE
     """Each coupon's consumer: its batch size (the twin check sets it, to run the
     consumers the model is given)."""
+
+    def __post_init__(self) -> None:
+        if self.tick_s <= 0 or self.admission_batch < 1 or self.rescan_ticks < 1:
+            raise InvalidInput("the tick must be above 0, the admission batch and the "
+                               "rescan at least 1")
 
 
 def worker_name() -> str:
