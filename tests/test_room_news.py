@@ -82,3 +82,26 @@ def test_a_user_who_leaves_sends_their_other_clicks_to_read_their_own(
     news.tell(["u1", "u2"])
     assert (first.told_with, second.told_with) == ([], [None])
     assert len(other.told_with) == 1 and other.told_with[0] is not None
+
+
+def test_the_room_counts_the_pages_that_wait_through_every_way_out(driver: SyncDriver) -> None:
+    """The instances are charged the asks of the parked pages (sim/room_pages.py): the
+    count must follow every click that parks and every way a parked click stops."""
+    open_event(driver, stock=1, starts_at_ms=START)
+    _env, _store, news = news_over(driver)
+    clicks = {name: ParkedClick(user) for name, user in
+              (("a", "u1"), ("b", "u1"), ("c", "u2"), ("d", "u3"), ("e", "u4"), ("f", "u5"))}
+    for click in clicks.values():
+        news.wait(click)
+    assert news.pages == 6
+    news.stop_waiting(clicks["a"])               # patience ran out
+    news.stop_waiting(clicks["a"])               # twice changes nothing
+    assert news.pages == 5
+    news.leave("u1")                             # its other click goes to read
+    assert news.pages == 4
+    news.tell(["u2", "nobody"])
+    assert news.pages == 3
+    news.close()
+    assert news.pages == 0
+    news.wait(ParkedClick("late"))               # a closed room: read at once, not parked
+    assert news.pages == 0

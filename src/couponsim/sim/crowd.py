@@ -215,6 +215,22 @@ class Crowd:
         one still waiting waits on."""
         state, request_id = outcomes[waiter.record.user]
         waiter.record.redis_commands += 1           # their part of that call
+        until_seen = self._until_the_page_asks(waiter.record)
+        if until_seen:
+            self.env.timeout(until_seen).callbacks.append(
+                lambda _asked: self._take(waiter, state, request_id))
+        else:
+            self._take(waiter, state, request_id)
+
+    def _until_the_page_asks(self, record: RequestRecord) -> float:
+        """How long until the user's page next asks the room: at once on the answer, then
+        every ``room_poll_ms`` (the time its requests take is not counted)."""
+        poll_ms = self.world.scenario.traffic.room_poll_ms
+        if not poll_ms or record.answered_ms is None:
+            return 0.0
+        return -(self.env.now - record.answered_ms) % poll_ms
+
+    def _take(self, waiter: "Waiter", state: str | None, request_id: str | None) -> None:
         if not self._learn(waiter, state, request_id):
             self.env.process(self._await_final(waiter))
 
@@ -263,8 +279,12 @@ class Waiter:
         return self.record.user
 
     def park(self) -> None:
-        """Wait for news, or for ``leave_at``: one timeout, no process."""
+        """Wait for news, or for ``leave_at``: one timeout, no process. The first park
+        is the page's first ask of the room, at once on the answer (later asks are
+        charged with the other parked pages', :mod:`couponsim.sim.room_pages`)."""
         crowd = self.crowd
+        if self.timer is None:
+            crowd.world.room_asked()
         self.parked = True
         self.timer = crowd.env.timeout(max(0.0, self.leave_at - crowd.env.now))
         self.timer.callbacks.append(self._ran_out)

@@ -48,6 +48,8 @@ class RoomNews:
         """Draws the order the told clicks' reads reach Redis in: each page's read
         crosses the network on its own, so the first to wait is not the first read."""
         self._waiting: dict[str, list[Waiting]] = {}
+        self.pages = 0
+        """Clicks parked now: each a page that asks the room while its user waits."""
         self.closed = False
         """The room has closed (:meth:`close`): it has no more news to wait for."""
 
@@ -59,12 +61,14 @@ class RoomNews:
             waiter.told(None)
             return
         self._waiting.setdefault(waiter.user, []).append(waiter)
+        self.pages += 1
 
     def stop_waiting(self, waiter: Waiting) -> None:
         """``waiter`` waits no more (its patience ran out)."""
         waiters = self._waiting.get(waiter.user, [])
         if waiter in waiters:
             waiters.remove(waiter)
+            self.pages -= 1
         if not waiters:
             self._waiting.pop(waiter.user, None)
 
@@ -84,6 +88,7 @@ class RoomNews:
         """Each told click reads, in batches: a sample of the burst each, not a block of
         those who came to wait together."""
         waiters = [waiter for user_waiters in told.values() for waiter in user_waiters]
+        self.pages -= len(waiters)
         self.order.shuffle(waiters)
         for first in range(0, len(waiters), READ_BATCH):
             batch = waiters[first:first + READ_BATCH]
@@ -94,7 +99,9 @@ class RoomNews:
     def leave(self, user: str) -> None:
         """``user`` left the room: their other clicks still waiting learn it by a read
         of their own."""
-        for waiter in self._waiting.pop(user, []):
+        waiters = self._waiting.pop(user, [])
+        self.pages -= len(waiters)
+        for waiter in waiters:
             waiter.told(None)
 
     def _read(self, users: list[str]) -> Generator[simpy.Event, Any, Outcomes]:

@@ -51,6 +51,10 @@ class TrafficSpec:
     """Users who leave the waiting room when their patience (exponential, mean
     ``patience_s``) runs out."""
     patience_s: float = 30.0
+    room_poll_ms: float = 0.0
+    """How often a waiting user's page asks the room for news (the service's page: 1,000
+    ms after each answer, asking first at once). 0: the news reaches them the moment
+    the room decides it, as a room that pushed it would."""
     bots: int = 0
     """Scripts that hammer: each sends ``bot_requests`` requests, one every
     ``bot_interval_ms`` from a second before the start, without waiting for answers."""
@@ -130,6 +134,9 @@ class ServiceSpec:
     """CPU of one request in an instance: the issue route took 0.22-0.24 ms with uvloop
     and httptools here (benchmarks/service_rate.py, #19); ``calibrate`` does not measure
     it yet."""
+    room_poll_cpu_ms: float = 0.0
+    """CPU of one ask of a waiting user's page (every ``traffic.room_poll_ms``) in an
+    instance; 0: the asks are not charged (the twin check measures it: about 1 ms)."""
     client_rtt_ms: float = 0.0
     """A press's round trip between the user's client and an instance, outside the
     instance's CPU (half on the way in, half back): on a loopback, the HTTP client's own

@@ -55,6 +55,19 @@ class World:
         """Consumers to reclaim every pending entry at once: after a failover, the
         promoted store has entries pending that the dead primary had acknowledged."""
 
+    @property
+    def room_asks_charged(self) -> bool:
+        """Do the waiting users' pages ask the room, at a CPU cost on the instances?"""
+        traffic, service = self.scenario.traffic, self.scenario.service
+        return self.instances is not None and bool(traffic.room_poll_ms
+                                                   and service.room_poll_cpu_ms)
+
+    def room_asked(self) -> None:
+        """One page asked the room: an instance's CPU, which presses then queue behind
+        (the page waits for nothing here: it learns by the room's news)."""
+        if self.instances is not None and self.room_asks_charged:
+            self.instances.take(self.scenario.service.room_poll_cpu_ms)
+
 
 def gateway(scenario: Scenario) -> Gateway | None:
     """The gateway of the scenario's service, or None when it has none."""

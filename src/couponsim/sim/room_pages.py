@@ -1,0 +1,47 @@
+"""The waiting users' pages, asking the room every ``traffic.room_poll_ms``: a load on
+the service's instances that grows with the room.
+
+The service's page asks the room once a second while its user waits, and each ask
+costs an instance its CPU (``service.room_poll_cpu_ms``, measured by the twin check:
+about 1 ms, more than a press). A room of 500 waiting users is 500 asks a second; at
+Story 2's size, tens of thousands. The crowd parks its waiting users without a process
+(:mod:`couponsim.sim.room_news`), so the asks are charged as a flow rather than one by
+one: every :data:`TICK_MS`, the asks the parked pages make in it, on each instance its
+share. What a page learns is modelled by the crowd (it sees the room's news at its
+next ask); what its Redis read costs is not charged (a pipeline of reads, about a
+twentieth of its CPU in the instance).
+"""
+
+from collections.abc import Generator
+from typing import Any
+
+import simpy
+
+from couponsim.sim.records import START_MS
+from couponsim.sim.world import World
+
+TICK_MS = 10.0
+"""How often the asks of the parked pages are charged: a fraction of the instances'
+time per press, so presses queue behind them about as they would behind single asks."""
+
+
+class RoomPages:
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.env = world.env
+
+    def start(self) -> None:
+        self.env.process(self._ask())
+
+    def _ask(self) -> Generator[simpy.Event, Any, None]:
+        world, instances = self.world, self.world.instances
+        assert instances is not None, "the pages ask the service's instances"
+        service, poll_ms = world.scenario.service, world.scenario.traffic.room_poll_ms
+        share = TICK_MS / poll_ms * service.room_poll_cpu_ms / service.instances
+        yield self.env.timeout(max(0.0, START_MS - self.env.now))
+        while not world.traffic_done.triggered:
+            pages = world.room_news.pages
+            if pages:
+                for _ in range(service.instances):
+                    instances.take(pages * share)
+            yield self.env.timeout(TICK_MS)
