@@ -1,7 +1,8 @@
 """The twin check (issue #18, item 2): the same spike live and in the model, compared.
 
-``couponsim calibrate`` measures the Redis and database given; then, at two load
-levels (a consumer that keeps up, and one that cannot), the scenario's plan (the same
+``couponsim calibrate`` measures the Redis and database given; then, at three load
+levels (a consumer that keeps up, one that cannot, and a crowd that meets the
+instance's rate limit and the waiting room), the scenario's plan (the same
 users, arrival times, double clicks and stock) is replayed ``--runs`` times in wall
 time against ``couponsim serve`` and ``couponsim worker`` on that stack, and once in
 the model with the profile just measured. The table gives, per metric, the live
@@ -24,7 +25,7 @@ import tempfile
 import pandas as pd
 from tqdm import tqdm
 
-from couponsim.twin import TwinResult, twin_check
+from couponsim.twin import ADMISSION_TICK_S, TwinResult, levels, twin_check
 
 
 def main() -> int:
@@ -42,7 +43,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="twin-check-") as scratch:
         db_url = args.db_url or f"sqlite:///{scratch}/twin.sqlite"
         print(f"load before: {_load()}; Redis {args.redis_url}; database {db_url}")
-        with tqdm(total=1 + 2 * (args.runs + 1), desc="twin check", unit="step") as bar:
+        with tqdm(total=1 + len(levels()) * (args.runs + 1), desc="twin check",
+                  unit="step") as bar:
             def step(name: str) -> None:
                 if bar.n or name != "calibrate":
                     bar.update(1)
@@ -78,10 +80,26 @@ def _print(result: TwinResult) -> None:
               f"{level.level.consumer_batch}; {len(level.live)} live runs")
         print("   model's service instance: " + (
             "not modelled" if level.instance is None else
-            f"one, {level.instance[0]:.3f} ms of CPU a press and a client round trip of "
-            f"{level.instance[1]:.3f} ms (both measured on the live service)"))
+            f"one, {level.instance.cpu_ms:.3f} ms of CPU a press, "
+            f"{level.instance.room_ask_cpu_ms:.3f} ms an ask of the room's page, and a client "
+            f"round trip of {level.instance.client_rtt_ms:.3f} ms (measured on the live "
+            "service)"))
         print(f"   load generator: presses late by p50 {lag.quantile(0.5):.1f} ms, "
               f"p99 {lag.quantile(0.99):.1f} ms, max {lag.max():.1f} ms")
+        outside = pd.concat([run.requests.answered_ms - run.requests.pressed_ms
+                             - run.requests.served_ms for run in level.live])
+        print(f"   the client's part of an answer (the answer's time less the service's own, "
+              f"Server-Timing): p50 {outside.quantile(0.5):.2f} ms, p99 "
+              f"{outside.quantile(0.99):.2f} ms live; the model's round trip "
+              f"{level.instance.client_rtt_ms if level.instance else 0:.2f} ms")
+        cores = pd.DataFrame([run.cores for run in level.live]).median()
+        print("   cores busy from the first press to the last coupon stored (live, median): "
+              + ", ".join(f"{name} {value:.2f}" for name, value in cores.items())
+              + f"; {cores.sum():.2f} of {os.cpu_count()}")
+        if level.level.gateway:
+            print(f"   gateway: the instance lets {level.level.rate_limit_per_s} presses a second "
+                  f"through; the room admits {level.level.admission_batch} users every "
+                  f"{ADMISSION_TICK_S * 1000:.0f} ms")
         held = all(run.report.ok for run in level.live)
         print(f"   invariants: live {'all hold' if held else 'BROKEN'}, model "
               f"{'hold' if level.model.report.ok else 'BROKEN'}; live answers "

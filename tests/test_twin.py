@@ -3,14 +3,17 @@ replay the same plan, the live run's real state keeps every invariant, and every
 metric is there. Timings are reported by benchmarks/twin_check.py, never asserted."""
 
 import math
+from dataclasses import astuple
 
 import pytest
 
 from couponsim.calibrate import CalibrationPlan
-from couponsim.twin import METRICS, Level, twin_check
+from couponsim.twin import METRICS, ROOM_METRICS, Level, twin_check
 
 TINY = (Level("keeps up", users=60, stock=12, spread_s=0.5, consumer_batch=50),
-        Level("saturates", users=60, stock=12, spread_s=0.5, consumer_batch=1))
+        Level("saturates", users=60, stock=12, spread_s=0.5, consumer_batch=1),
+        Level("gateway engaged", users=60, stock=12, spread_s=0.5, consumer_batch=50,
+              rate_limit_per_s=4, admission_batch=1))
 QUICK = CalibrationPlan(pings=50, users=100, status_reads=50, room_users=20,
                         batch_sizes=(1, 50, 200), batch_repeats=5, pubsub_messages=20)
 
@@ -31,10 +34,12 @@ def test_the_twin_check_replays_one_plan_live_and_in_the_model(real_redis_url: s
         assert sorted(model.pressed_ms) == pytest.approx(sorted(p[3] for p in planned),
                                                          abs=1e-3)
         assert level.model.report.ok, level.model.report
-        assert level.instance is not None and all(0 < v < 100 for v in level.instance), \
+        instance = level.instance
+        assert instance is not None and all(0 < v < 100 for v in astuple(instance)), \
             "the model's instance has the CPU and round trip measured on the live one"
         answer_ms = model.answered_ms - model.pressed_ms      # float32 in the table
-        assert answer_ms.min() >= sum(level.instance) - 1e-3
+        assert answer_ms.min() >= instance.cpu_ms + instance.client_rtt_ms - 1e-3
+        assert set(model.final_state) <= {"COMPLETED", "SOLD_OUT", "DUPLICATE"}
         for live in level.live:
             requests = live.requests
             assert sorted(zip(requests.user, requests.click, requests.kind, strict=True)) \
@@ -47,8 +52,21 @@ def test_the_twin_check_replays_one_plan_live_and_in_the_model(real_redis_url: s
             assert len(live.coupons) == level.level.stock
             assert live.coupons.stored_ms.notna().all()     # every row stamped by the database
             assert set(requests.final_state) <= {"COMPLETED", "SOLD_OUT", "DUPLICATE"}
+            assert (requests.served_ms > 0).all(), "every answer says its time in the service"
+            assert (requests.served_ms < requests.answered_ms - requests.pressed_ms).all()
+            assert live.cores.keys() == {"service", "worker", "Redis", "load generator"}
+            assert live.cores["service"] > 0 and live.cores["worker"] > 0
+            room = live.room.waiting
+            if level.level.gateway:   # the crowd met the limit and waited: the room filled
+                assert set(requests.answer) >= {"QUEUED"}
+                assert room.max() > 0 and room.iloc[-1] == 0
+            else:
+                assert (room == 0).all() and "QUEUED" not in set(requests.answer)
         table = level.table()
-        assert list(table.key) == list(METRICS)
+        room_keys = list(ROOM_METRICS) if level.level.gateway else []
+        assert list(table.key) == list(METRICS) + room_keys
+        if level.level.gateway:
+            assert level.model.metrics()["room_peak"] > 0
         assert all(math.isfinite(v) for v in (*table.live_median, *table.simulated,
                                               *table.error_pct))
     assert all(math.isfinite(v) for v in result.profile.values())

@@ -18,11 +18,13 @@ the end of its transaction).
 
 import asyncio
 import json
+import math
 import os
 import secrets
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +48,9 @@ from couponsim.keys import CouponKeys
 from couponsim.persistence.models import UserCoupon
 from couponsim.persistence.repository import Repository
 from couponsim.processes import couponsim_process, free_port, wait_until_ready
+from couponsim.resilience.breaker import BreakerConfig
 from couponsim.service.config import SECRET_ENV
+from couponsim.service.page import ROOM_POLL_MS
 from couponsim.sim.records import START_MS
 from couponsim.sim.run import simulate
 from couponsim.sim.scenario import Scenario, load_scenario
@@ -61,7 +65,6 @@ SMALL_CALIBRATION = CalibrationPlan(pings=300, users=400, status_reads=300, room
 """A few seconds of calibration: the twin check's scenarios are small."""
 FINAL = {"COMPLETED", "FAILED"}
 ROOM_FINAL = {"ISSUED", "DUPLICATE", "SOLD_OUT", "NOT_ACTIVE", "FAILED", "LEFT"}
-ROOM_POLL_S = 0.1
 METRICS = {
     "sell_out_s": "sell-out time (s)",
     "answer_p50_ms": "answer latency p50 (ms)",
@@ -74,8 +77,17 @@ METRICS = {
     "winners_told_s": "every winner told COMPLETED (s)",
     "all_final_s": "every user answered (s)",
     "peak_backlog": "peak queue backlog (coupons)",
+    "served_p50_ms": "time in the service p50 (ms)",
+    "served_p99_ms": "time in the service p99 (ms)",
 }
 """What the check compares, live against simulated, and how the table names it."""
+ROOM_METRICS = {
+    "room_peak": "waiting room's peak (users)",
+    "room_empty_s": "waiting room empty again (s)",
+}
+"""Compared where the gateway is engaged: the room's size, read from Redis over time."""
+WATCH_S = 0.02
+"""How often the live run's watcher reads the room's size and the processes' CPU time."""
 T = TypeVar("T")
 
 WARM_UP_PRESSES = 200
@@ -100,44 +112,85 @@ class Level:
     """Arrivals after the start are exponential with this mean."""
     consumer_batch: int
     """Queue entries per consumer batch (one consumer, live and in the model)."""
+    rate_limit_per_s: int = 0
+    """The service instance's own budget of issue calls a second, its gateway's rate
+    limiter (0: none, and the model's gateway is off). The presses over it go to the
+    waiting room, which admits ``admission_batch`` users every :data:`ADMISSION_TICK_S`."""
+    admission_batch: int = 100
+
+    @property
+    def gateway(self) -> bool:
+        """Is the gateway engaged: does the crowd meet a rate limit and a waiting room?"""
+        return self.rate_limit_per_s > 0
 
 
+TIME_LIMIT_MS = 1000.0
+"""The gateway's time limiter, given to the live service and to the model alike."""
 SATURATING_PACE = 4.0
 """How much faster the crowd presses at the saturating level. At the same pace, a
 consumer storing one coupon per transaction kept up on a quiet machine (SQLite stored
 540 a second against 276 issued): four times the pace issues about 1,000 a second."""
 
 
-def levels(users: int = 600, spread_s: float = 2.0) -> tuple[Level, Level]:
-    """A level the consumer keeps up with (batches of 50), and one that saturates it:
-    the same crowd pressing :data:`SATURATING_PACE` times as fast against a consumer
-    storing one coupon per transaction. A fifth of the users win; arrivals are
-    exponential with mean ``spread_s`` (2 s: a pace a single service process keeps on
-    a small shared machine)."""
+ADMISSION_TICK_S = 0.1
+"""How often the worker's room admits a batch (``couponsim worker --tick-ms``), live and
+in the model."""
+
+
+def levels(users: int = 600, spread_s: float = 2.0) -> tuple[Level, Level, Level]:
+    """A level the consumer keeps up with (batches of 50); one that saturates it, the same
+    crowd pressing :data:`SATURATING_PACE` times as fast against a consumer storing one
+    coupon per transaction; and one where the gateway is engaged: that fast crowd
+    against an instance that lets through a quarter of the stock a second (its rate
+    limit), the rest sent to a room that admits at the same rate. A fifth of the users
+    win; arrivals are exponential with mean ``spread_s`` (2 s: a pace a single service
+    process keeps on a small shared machine)."""
     stock = max(1, users // 5)
+    fast = spread_s / SATURATING_PACE
+    limit = max(1, stock // 4)
     return (Level("keeps up", users, stock, spread_s, 50),
-            Level("saturates", users, stock, spread_s / SATURATING_PACE, 1))
+            Level("saturates", users, stock, fast, 1),
+            Level("gateway engaged", users, stock, fast, 50, rate_limit_per_s=limit,
+                  admission_batch=max(1, round(limit * ADMISSION_TICK_S))))
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What the model's one service instance is given, measured on the live one (ms)."""
+
+    cpu_ms: float
+    """CPU per press."""
+    room_ask_cpu_ms: float
+    """CPU per ask of a waiting user's page."""
+    client_rtt_ms: float
+    """The load generator's round trip to it, outside its CPU."""
 
 
 def scenario_for(level: Level, coupon_id: str, profile: Path | None = None,
-                 seed: int = 1, instance: tuple[float, float] | None = None) -> Scenario:
+                 seed: int = 1, instance: Instance | None = None) -> Scenario:
     """The scenario both runs play: black_friday's spike without early presses, retries,
     bots or checkouts (the load generator replays planned clicks only), one consumer,
-    and status polled every 20 ms (the live client is pushed its status).
-    ``instance``: the live service's CPU per press and the client's round trip to it
-    (ms), for the model's one instance (None: the instance is not modelled)."""
+    status polled every 20 ms (the live client is pushed its status) and the room's
+    page asking as the service's does. ``instance``: the model's one service instance
+    (None: the instance is not modelled)."""
     overrides = [f"seed={seed}", f"event.coupon_id={json.dumps(coupon_id)}",
                  f"event.stock={level.stock}", f"traffic.users={level.users}",
                  f"traffic.spread_s={level.spread_s}", "traffic.early_share=0",
                  "traffic.retry_share=0", "traffic.bots=0", "traffic.status_poll_ms=20",
-                 "checkout.share=0", "consumers.count=1",
+                 f"traffic.room_poll_ms={ROOM_POLL_MS}", "checkout.share=0", "consumers.count=1",
                  f"consumers.batch_size={level.consumer_batch}", "consumers.poll_ms=5"]
     if profile is not None:
         overrides.append(f"latency.profile={json.dumps(str(profile))}")
     if instance is not None:
-        cpu_ms, rtt_ms = instance
-        overrides += ["service.instances=1", f"service.cpu_ms={cpu_ms}",
-                      f"service.client_rtt_ms={rtt_ms}"]
+        overrides += ["service.instances=1", f"service.cpu_ms={instance.cpu_ms}",
+                      f"service.room_poll_cpu_ms={instance.room_ask_cpu_ms}",
+                      f"service.client_rtt_ms={instance.client_rtt_ms}"]
+    if level.gateway:   # as the live service's: a limiter refusing at once, its breaker
+        overrides += ["gateway.enabled=true", f"gateway.rate_limit_per_s={level.rate_limit_per_s}",
+                      "gateway.rate_limit_timeout_ms=0", f"gateway.time_limit_ms={TIME_LIMIT_MS}",
+                      f"gateway.breaker_wait_s={BreakerConfig().wait_in_open_s}",
+                      f"gateway.admission_batch={level.admission_batch}",
+                      f"gateway.admission_interval_s={ADMISSION_TICK_S}"]
     return load_scenario("black_friday", overrides)
 
 
@@ -159,11 +212,18 @@ class Run:
     """One row per stored coupon: request, issued_ms, stored_ms, pressed_ms."""
     report: InvariantReport
     stock: int
+    room: pd.DataFrame
+    """The waiting room's size over time: at_ms, waiting (Redis's own count)."""
     press_lag_ms: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
     """Live only: how late the load generator pressed, against the plan."""
+    cores: dict[str, float] = field(default_factory=dict)
+    """Live only: the cores each process kept busy (CPU seconds over wall seconds), from
+    the first press until the last coupon was stored: the service, the worker, Redis,
+    and the load generator."""
 
     def metrics(self) -> dict[str, float]:
         answer = self.requests.answered_ms - self.requests.pressed_ms
+        served = self.requests.served_ms
         to_store = self.coupons.stored_ms - self.coupons.pressed_ms
         sold = len(self.coupons) >= self.stock
         stored = np.sort(self.coupons.stored_ms.to_numpy())
@@ -182,7 +242,22 @@ class Run:
                 self.requests.final_state == "COMPLETED"].max()) / 1000,
             "all_final_s": float(self.requests.final_ms.max()) / 1000,
             "peak_backlog": float(backlog(self.coupons).max()),
+            "served_p50_ms": float(served.quantile(0.5)),
+            "served_p99_ms": float(served.quantile(0.99)),
+            "room_peak": float(self.room.waiting.max()) if len(self.room) else 0.0,
+            "room_empty_s": room_empty_s(self.room),
         }
+
+
+def room_empty_s(room: pd.DataFrame) -> float:
+    """When the room was first seen empty after it held anyone (s; NaN if it never did,
+    or never emptied): a bound from above, by the sampling interval (live 20 ms, the
+    model's timeline 100 ms)."""
+    held = room.at_ms[room.waiting > 0]
+    if held.empty:
+        return float("nan")
+    empty = room.at_ms[(room.waiting == 0) & (room.at_ms > held.max())]
+    return float(empty.min()) / 1000 if not empty.empty else float("nan")
 
 
 def backlog(coupons: pd.DataFrame) -> pd.Series:
@@ -206,17 +281,21 @@ def run_model(scenario: Scenario) -> Run:
         finally:
             repository.engine.dispose()
     requests = outcome.requests
+    round_trip_ms = scenario.service.client_rtt_ms if scenario.service.instances else 0.0
     table = pd.DataFrame({
         "user": requests.user, "click": requests.request, "kind": requests.kind,
         "pressed_ms": requests.arrival_s * 1000,
         "answered_ms": requests.arrival_s * 1000 + requests.answer_ms,
+        "served_ms": requests.answer_ms - round_trip_ms,
         "answer": requests.answer, "final_state": requests.final_state,
         "final_ms": requests.final_s * 1000})
     pressed = dict(zip(table.click, table.pressed_ms, strict=True))
     rows["stored_ms"] = rows.request.map(outcome.run.stored_ms) - START_MS
     rows["issued_ms"] = rows.issued_ms - START_MS
     rows["pressed_ms"] = rows.request.map(pressed)
-    return Run(table, rows, outcome.report, scenario.event.stock)
+    room = pd.DataFrame({"at_ms": outcome.timeline.t_s * 1000,
+                         "waiting": outcome.timeline.room})
+    return Run(table, rows, outcome.report, scenario.event.stock, room)
 
 
 def _rows(engine: Engine, coupon_id: str) -> pd.DataFrame:
@@ -296,12 +375,19 @@ class LiveStack:
 
     redis_url: str
     db_url: str
+    rate_limit_per_s: int = 0
+    """The service's own budget a second (``couponsim serve --rate-limit``); 0: none."""
     url: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+    """The processes the runs' watcher times, by role."""
     cpu_ms_per_press: float = 0.0
     """The service process's CPU time per press, over presses made one at a time once it
     was warm. Presses made at once are coalesced into one script call and cost less
     each (0.2 ms against 0.7 ms here, #18): the levels' presses mostly come one at a
     time, and the model's instance charges one cost per press."""
+    cpu_ms_per_room_ask: float = 0.0
+    """The service process's CPU time per ask of the waiting room's page (its poll), one
+    at a time, by users waiting in a room's pre-queue."""
     client_rtt_ms: float = 0.0
     """The load generator's median round trip to the bare route, one request at a time."""
 
@@ -309,51 +395,74 @@ class LiveStack:
     def serving(self) -> Iterator["LiveStack"]:
         port = free_port()
         with _process("serve", "--no-worker", "--quiet", "--port", str(port),
-                      *self._stores()) as service:
+                      "--rate-limit", str(self.rate_limit_per_s),
+                      "--time-limit-ms", str(TIME_LIMIT_MS), *self._stores()) as service:
             self.url = f"http://127.0.0.1:{port}"
+            client = connect(self.redis_url)
+            self.pids = {"service": service.pid, "load generator": os.getpid(),
+                         "Redis": int(client.info("server")["process_id"])}
+            client.close()
             wait_until_ready(f"{self.url}/livez", service)
-            self._warm()
-            process = psutil.Process(service.pid)
-            before = process.cpu_times()
-            self._warm(at_once=False)
-            after = process.cpu_times()
-            self.cpu_ms_per_press = 1000 * (after.user + after.system - before.user
-                                            - before.system) / WARM_UP_PRESSES
+            self._warm(psutil.Process(service.pid))
             self.client_rtt_ms = statistics.median(_run_coroutine(_round_trips(self.url)))
             yield self
 
     @contextmanager
-    def working(self, consumer_batch: int) -> Iterator[None]:
+    def working(self, level: Level) -> Iterator[None]:
         """A worker of its own for one run: a worker keeps a consumer for every event it
         has seen, and earlier runs' consumers would share its process."""
-        with _process("worker", "--consumer-batch", str(consumer_batch), *self._stores()):
-            yield
+        with _process("worker", "--consumer-batch", str(level.consumer_batch),
+                      "--admission-batch", str(level.admission_batch),
+                      "--tick-ms", str(ADMISSION_TICK_S * 1000), *self._stores()) as worker:
+            self.pids["worker"] = worker.pid
+            try:
+                yield
+            finally:
+                del self.pids["worker"]
 
     def _stores(self) -> tuple[str, ...]:
         return ("--redis-url", self.redis_url, "--db-url", self.db_url)
 
-    def _warm(self, presses: int = WARM_UP_PRESSES, at_once: bool = True) -> None:
+    def _warm(self, service: psutil.Process, presses: int = WARM_UP_PRESSES) -> None:
         """Presses on an event not yet open (its room's pre-queue takes them: nothing is
         issued), not followed, the event purged after: a fresh process's first requests
-        pay for its pools, scripts and code paths. A second round, one press at a time,
-        is timed: a press's CPU there (the route, the gateway, one script call) stands
-        for an issue's."""
+        pay for its pools, scripts and code paths. Then the service's CPU is timed over
+        presses one at a time (the route, the gateway, the script calls: it stands for
+        an issue's) and over those users' asks of the room, one at a time."""
         coupon = f"twin-warm-{secrets.token_hex(4)}"
         driver = SyncDriver(connect(self.redis_url), self.redis_url)
         try:
             driver.run(lifecycle.warm_up(CouponEvent(
                 coupon, 1, name="warm-up", starts_at_ms=int(time.time() * 1000) + 3_600_000)))
-            _run_coroutine(_press_only(self.url, coupon, presses, at_once))
+            _run_coroutine(_press_only(self.url, coupon, presses))
+            with _cpu_ms(service) as pressing:
+                _run_coroutine(_press_only(self.url, coupon, presses, at_once=False))
+            with _cpu_ms(service) as asking:
+                _run_coroutine(_ask_room(self.url, coupon, presses))
+            self.cpu_ms_per_press = pressing[0] / presses
+            self.cpu_ms_per_room_ask = asking[0] / presses
         finally:
             driver.run(lifecycle.purge(coupon))
             driver.client.close()
 
 
+@contextmanager
+def _cpu_ms(process: psutil.Process) -> Iterator[list[float]]:
+    """The CPU time ``process`` used during the block, in ms (in the list, once done)."""
+    used: list[float] = []
+    before = process.cpu_times()
+    yield used
+    after = process.cpu_times()
+    used.append(1000 * (after.user + after.system - before.user - before.system))
+
+
 def run_live(stack: LiveStack, scenario: Scenario, repository: Repository,
              lead_s: float = 0.5) -> Run:
     """Warm the event up, wait until the worker has opened it and its consumer reads the
-    queue, replay the plan from ``lead_s`` later, wait for the queue to drain, then read
-    what Redis and the database hold."""
+    queue, replay the plan from the first whole second ``lead_s`` away (the service's
+    rate limiter counts whole seconds, the model's from the start), wait for the queue
+    to drain, then read what Redis and the database hold. A watcher reads the room's
+    size and the processes' CPU time all along."""
     coupon = scenario.event.coupon_id
     driver = SyncDriver(connect(stack.redis_url), stack.redis_url, repository)
     keys = CouponKeys(coupon)
@@ -366,13 +475,13 @@ def run_live(stack: LiveStack, scenario: Scenario, repository: Repository,
         # it is given an entry: there is nothing to wait on for it)
         _wait("the worker to open the event",
               lambda: driver.client.get(keys.active) == "active")
-        start_ms = (time.time() + lead_s) * 1000
-        records = _run_coroutine(_replay(stack.url, coupon, clicks_of(scenario), start_ms))
-        told = {r["request_id"] for r in records if r["answer"] == "ISSUED"}
-        _wait("the consumer to store every coupon",
-              lambda: len(_stamps(repository.engine, coupon)) >= len(told)
-              and driver.run(check_invariants(coupon, with_database=True)).in_flight == 0,
-              SETTLE_S)
+        start_ms = math.ceil(time.time() + lead_s) * 1000.0
+        with watching(stack.redis_url, keys.waiting, stack.pids) as seen:
+            records = _run_coroutine(_replay(stack.url, coupon, clicks_of(scenario),
+                                             start_ms))
+            _wait("the consumer to store every coupon", lambda: _settled(
+                driver.run(check_invariants(coupon, with_database=True)),
+                len(_stamps(repository.engine, coupon))), SETTLE_S)
         report = driver.run(check_invariants(coupon, with_database=True))
         rows = _rows(repository.engine, coupon)
         stamps = _stamps(repository.engine, coupon)
@@ -385,8 +494,57 @@ def run_live(stack: LiveStack, scenario: Scenario, repository: Repository,
     rows["issued_ms"] -= start_ms
     rows["stored_ms"] = rows.request.map(stamps) - start_ms
     rows["pressed_ms"] = rows.request.map(pressed)
+    room = pd.DataFrame({"at_ms": [at - start_ms for at, _, _ in seen],
+                         "waiting": [waiting for _, waiting, _ in seen]})
     return Run(requests.drop(columns=["request_id"]), rows, report, scenario.event.stock,
-               press_lag_ms=requests.pressed_ms - requests.planned_ms)
+               room, press_lag_ms=requests.pressed_ms - requests.planned_ms,
+               cores=_cores(seen, start_ms, start_ms + float(rows.stored_ms.max())))
+
+
+def _settled(report: InvariantReport, stamped: int) -> bool:
+    """Every coupon issued is stored (or given back), and the database stamped each."""
+    return report.in_flight == 0 and stamped >= (report.persisted or 0)
+
+
+Seen = list[tuple[float, int, dict[str, float]]]
+"""What the watcher saw: (wall ms, users in the room, CPU seconds of each process)."""
+
+
+@contextmanager
+def watching(redis_url: str, room_key: str, pids: dict[str, int]) -> Iterator[Seen]:
+    """A thread that reads, every :data:`WATCH_S` until the block ends, the room's size
+    in Redis and the CPU time the stack's processes have used: where the machine's two
+    cores went during a run, which the model's costs, each measured alone, do not say."""
+    seen: Seen = []
+    processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+    client = connect(redis_url)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            cpu = {name: sum(process.cpu_times()[:2]) for name, process in processes.items()}
+            seen.append((_now_ms(), int(client.zcard(room_key)), cpu))
+            done.wait(WATCH_S)
+
+    watcher = threading.Thread(target=watch, name="twin-watcher", daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join()
+        client.close()
+
+
+def _cores(seen: Seen, from_ms: float, to_ms: float) -> dict[str, float]:
+    """The cores each process kept busy between two wall times (the samples nearest
+    within them)."""
+    inside = [sample for sample in seen if from_ms <= sample[0] <= to_ms]
+    if len(inside) < 2:
+        return {}
+    (first_ms, _, before), (last_ms, _, after) = inside[0], inside[-1]
+    return {name: (after[name] - before[name]) * 1000 / (last_ms - first_ms)
+            for name in before}
 
 
 def _run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -445,6 +603,18 @@ async def _press_only(url: str, coupon: str, presses: int,
         await pool.close()
 
 
+async def _ask_room(url: str, coupon: str, users: int) -> None:
+    """The room's page asks of ``users`` (``warm0``...), one at a time."""
+    pool = Pool(url, 1)
+    await pool.open()
+    try:
+        for n in range(users):
+            await pool.request("GET", f"/api/v1/coupons/{coupon}/waiting-room",
+                               {"X-User-ID": f"warm{n}"})
+    finally:
+        await pool.close()
+
+
 async def _round_trips(url: str, count: int = 200) -> list[float]:
     """``count`` requests to the bare route (/livez), one at a time: the generator's own
     round trip, in ms, with no queue in the service."""
@@ -471,8 +641,10 @@ async def _press(pool: Pool, coupon: str, click: Click, start_ms: float) -> dict
                                 json.dumps({"coupon_id": coupon}).encode())
     answered = _now_ms()
     body = answer.json()
+    served = answer.headers.get("server-timing", "").removeprefix("app;dur=")
     record = {"user": click.user, "click": click.request, "kind": click.kind.value,
               "planned_ms": planned, "pressed_ms": pressed, "answered_ms": answered,
+              "served_ms": float(served) if served else float("nan"),
               "request_id": body.get("requestId", ""),
               "answer": "ISSUED" if answer.status == 202
               else str(body.get("code", answer.status)).upper().replace("-", "_"),
@@ -495,13 +667,14 @@ async def _press(pool: Pool, coupon: str, click: Click, start_ms: float) -> dict
 
 
 async def _wait_in_room(pool: Pool, location: str, user: str) -> dict[str, Any]:
-    """Poll the waiting room (every ``ROOM_POLL_S``, as its page does) until it answers."""
+    """Poll the waiting room as its page does (:data:`ROOM_POLL_MS` after each answer)
+    until it answers."""
     deadline = time.monotonic() + SETTLE_S
     while time.monotonic() < deadline:
         room: dict[str, Any] = (await pool.request("GET", location, {"X-User-ID": user})).json()
         if room.get("state") in ROOM_FINAL:
             return room
-        await asyncio.sleep(ROOM_POLL_S)
+        await asyncio.sleep(ROOM_POLL_MS / 1000)
     return {"state": "GAVE_UP"}
 
 
@@ -517,9 +690,8 @@ class LevelResult:
     live: list[Run]
     model: Run
     clicks: list[Click]
-    instance: tuple[float, float] | None = None
-    """The CPU per press and the client's round trip (ms) the model's one instance was
-    given, as measured on the live service (None: not modelled)."""
+    instance: Instance | None = None
+    """The model's one instance, as measured on the live service (None: not modelled)."""
 
     def table(self) -> pd.DataFrame:
         """Per metric: the live runs' median and range, the model's value, and the
@@ -527,7 +699,7 @@ class LevelResult:
         live = pd.DataFrame([run.metrics() for run in self.live])
         model = self.model.metrics()
         rows = []
-        for name, label in METRICS.items():
+        for name, label in (METRICS | ROOM_METRICS if self.level.gateway else METRICS).items():
             median = float(live[name].median())
             rows.append({"level": self.level.name, "metric": label, "key": name,
                          "live_median": median, "live_min": float(live[name].min()),
@@ -548,10 +720,11 @@ class TwinResult:
         return pd.concat([level.table() for level in self.levels], ignore_index=True)
 
 
-def _live_run(stack: LiveStack, repository: Repository, scenario: Scenario) -> Run:
+def _live_run(stack: LiveStack, repository: Repository, level: Level,
+              scenario: Scenario) -> Run:
     """One live run with a worker of its own; its coupon purged once the worker stopped."""
     try:
-        with stack.working(scenario.consumers.batch_size):
+        with stack.working(level):
             return run_live(stack, scenario, repository)
     finally:
         driver = SyncDriver(connect(stack.redis_url), stack.redis_url, repository)
@@ -566,8 +739,9 @@ def twin_check(redis_url: str, db_url: str, users: int = 600, runs: int = 3,
                service_instance: bool = True) -> TwinResult:
     """Calibrate, then at each level run the plan ``runs`` times live and once in the
     model. ``progress`` is told each step as it starts. ``service_instance``: the model
-    has the live service's one instance, with the CPU per press measured on it (False:
-    the model without instances, as before they were modelled)."""
+    has the live service's one instance, with the CPU per press and per ask of the
+    room's page measured on it (False: the model without instances, as before they
+    were modelled)."""
     say = progress or (lambda _step: None)
     redis_url = resolve(redis_url)          # local://: one server, shared by the children
     say("calibrate")
@@ -581,14 +755,15 @@ def twin_check(redis_url: str, db_url: str, users: int = 600, runs: int = 3,
             with stamping(repository.engine):
                 for level in chosen or levels(users):
                     live = []
-                    with LiveStack(redis_url, db_url).serving() as stack:
+                    with LiveStack(redis_url, db_url, level.rate_limit_per_s
+                                   ).serving() as stack:
                         for n in range(runs):
                             say(f"{level.name}: live run {n + 1} of {runs}")
-                            live.append(_live_run(stack, repository, scenario_for(
+                            live.append(_live_run(stack, repository, level, scenario_for(
                                 level, f"twin-{secrets.token_hex(4)}", profile, seed)))
                     say(f"{level.name}: model")
-                    instance = ((stack.cpu_ms_per_press, stack.client_rtt_ms)
-                                if service_instance else None)
+                    instance = (Instance(stack.cpu_ms_per_press, stack.cpu_ms_per_room_ask,
+                                         stack.client_rtt_ms) if service_instance else None)
                     scenario = scenario_for(level, "twin-model", profile, seed, instance)
                     results.append(LevelResult(level, live, run_model(scenario),
                                                clicks_of(scenario), instance))
