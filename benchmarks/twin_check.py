@@ -81,7 +81,7 @@ def _print(result: TwinResult) -> None:
         print("   model's service instance: " + (
             "not modelled" if level.instance is None else
             f"one, {level.instance.cpu_ms:.3f} ms of CPU a press, "
-            f"{level.instance.room_ask_cpu_ms:.3f} ms an ask of the room's page, and a client "
+            f"{level.instance.room_poll_cpu_ms:.3f} ms an ask of the room's page, and a client "
             f"round trip of {level.instance.client_rtt_ms:.3f} ms (measured on the live "
             "service)"))
         print(f"   load generator: presses late by p50 {lag.quantile(0.5):.1f} ms, "

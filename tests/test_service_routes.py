@@ -134,10 +134,12 @@ def test_an_instance_over_its_rate_limit_sends_users_to_the_room_and_says_its_ti
     assert all(0 < ms < 5_000 for ms in served), served
 
 
-@pytest.mark.parametrize("fields", [{"rate_limit_per_s": -1}, {"time_limit_ms": 0}])
-def test_a_gateway_setting_out_of_range_is_refused(tmp_path: Path,
-                                                   fields: dict[str, float]) -> None:
-    with pytest.raises(InvalidInput, match="rate limit"):
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"rate_limit_per_s": -1}, "rate limit"), ({"time_limit_ms": 0}, "time limit"),
+    ({"time_limit_ms": float("nan")}, "time limit")])
+def test_a_gateway_setting_out_of_range_is_refused(tmp_path: Path, fields: dict[str, float],
+                                                   message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
         _config(tmp_path, **fields)
 
 

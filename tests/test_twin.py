@@ -5,10 +5,11 @@ metric is there. Timings are reported by benchmarks/twin_check.py, never asserte
 import math
 from dataclasses import astuple
 
+import pandas as pd
 import pytest
 
 from couponsim.calibrate import CalibrationPlan
-from couponsim.twin import METRICS, ROOM_METRICS, Level, twin_check
+from couponsim.twin import METRICS, ROOM_METRICS, Level, room_empty_s, twin_check
 
 TINY = (Level("keeps up", users=60, stock=12, spread_s=0.5, consumer_batch=50),
         Level("saturates", users=60, stock=12, spread_s=0.5, consumer_batch=1),
@@ -70,3 +71,11 @@ def test_the_twin_check_replays_one_plan_live_and_in_the_model(real_redis_url: s
         assert all(math.isfinite(v) for v in (*table.live_median, *table.simulated,
                                               *table.error_pct))
     assert all(math.isfinite(v) for v in result.profile.values())
+
+
+def test_the_room_is_empty_for_good_at_the_first_reading_after_its_last_waiter() -> None:
+    room = pd.DataFrame({"at_ms": [0, 100, 200, 300, 400, 500, 600],
+                         "waiting": [0, 3, 0, 2, 5, 0, 0]})   # it empties, then fills again
+    assert room_empty_s(room) == 0.5
+    assert math.isnan(room_empty_s(room.assign(waiting=0))), "never held anyone"
+    assert math.isnan(room_empty_s(room.iloc[:5])), "never empty again"

@@ -266,6 +266,25 @@ def test_closing_tells_a_double_click_that_waited_after_the_first_won_duplicate(
     assert (page.state, page.request_id) == ("DUPLICATE", "r-quick-again")
     news = driver.run(room_outcome_batch("c1", ["quick", "first"]))
     assert news == [("DUPLICATE", "r-quick-again"), ("ISSUED", "q-first")]
+    assert driver.run(room_outcomes("c1")) == {"first": "ISSUED", "quick": "DUPLICATE"}
+
+
+def test_a_request_the_script_refused_before_it_waited_is_not_told_issued_at_the_close(
+        driver: SyncDriver) -> None:
+    """The script answered this request DUPLICATE (its record holds the refusal), but the
+    call outlived the time limiter and the request waited in the room. The user holds a
+    coupon, by another request: at the close this one is a DUPLICATE, not ISSUED with a
+    status that reads FAILED."""
+    open_event(driver, stock=2, starts_at_ms=START)
+    assert driver.run(issue(IssueRequest("c1", "u", "r-won"), START)).outcome is \
+        IssueOutcome.ISSUED
+    assert driver.run(issue(IssueRequest("c1", "u", "r-late"), START + 1)).outcome is \
+        IssueOutcome.DUPLICATE
+    driver.run(join_room("c1", "first", "q-first", START + 2))
+    driver.run(join_room("c1", "u", "r-late", START + 3))
+    driver.run(admit("c1", 1, START + 10))
+    assert driver.run(room_status("c1", "u", START + 11)).state == "DUPLICATE"
+    assert driver.run(room_outcome_batch("c1", ["u"])) == [("DUPLICATE", "r-late")]
 
 
 def test_a_request_id_of_another_user_cannot_join(driver: SyncDriver, backend: Backend) -> None:

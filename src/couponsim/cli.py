@@ -178,7 +178,8 @@ def _parser() -> argparse.ArgumentParser:
                             "over it go to the waiting room (default 0: no limit)")
     serve.add_argument("--time-limit-ms", type=float, default=1000.0,
                        help="an issue call slower than this is a failure for the breaker, "
-                            "and its user goes to the waiting room (default 1000)")
+                            "and its user goes to the waiting room (default 1000; the "
+                            "worker's admission keeps its own, 1000)"),
     calibrate = commands.add_parser(
         "calibrate", help="measure a Redis and a database; write the latency profile",
         description="Run the real flows on a scratch coupon (purged afterwards), time them "
@@ -194,11 +195,11 @@ def _parser() -> argparse.ArgumentParser:
         "worker", help="run consumers, schedulers and waiting-room admission for a service")
     worker.add_argument("--consumer-batch", type=int,
                         help="queue entries per consumer batch (default: the live consumer's)")
-    worker.add_argument("--admission-batch", type=int, default=100,
+    worker.add_argument("--admission-batch", type=int,
                         help="users the waiting room admits a tick (default 100)")
-    worker.add_argument("--tick-ms", type=float, default=100.0,
-                        help="how often the schedulers look and the room admits a batch "
-                             "(default 100)")
+    worker.add_argument("--tick-ms", type=float,
+                        help="how often the schedulers look and the room admits a batch; new "
+                             "events are looked for every 10 ticks (default 100)")
     for command in (serve, worker):   # never run's defaults: a service shares no state
         command.add_argument("--redis-url", default=SERVICE_REDIS_URL,   # with simulations
                              help=f"default {SERVICE_REDIS_URL} (in this process only)")
@@ -456,9 +457,11 @@ def _service(args: argparse.Namespace) -> None:
         from couponsim.service.worker import WorkerConfig
 
         batch = {} if args.consumer_batch is None else {"batch_size": args.consumer_batch}
+        pace = {name: value for name, value in (
+            ("tick_s", None if args.tick_ms is None else args.tick_ms / 1000),
+            ("admission_batch", args.admission_batch)) if value is not None}
         serve.work(ServiceConfig.from_env(redis_url=args.redis_url, db_url=args.db_url),
-                   WorkerConfig(tick_s=args.tick_ms / 1000, admission_batch=args.admission_batch,
-                                consumer=dataclasses.replace(LIVE, **batch)))
+                   WorkerConfig(consumer=dataclasses.replace(LIVE, **batch), **pace))
         return
     events = []
     if args.scenario:

@@ -77,8 +77,8 @@ METRICS = {
     "winners_told_s": "every winner told COMPLETED (s)",
     "all_final_s": "every user answered (s)",
     "peak_backlog": "peak queue backlog (coupons)",
-    "served_p50_ms": "time in the service p50 (ms)",
-    "served_p99_ms": "time in the service p99 (ms)",
+    "served_p50_ms": "time in the service p50 (ms)",   # live: Server-Timing; model: the
+    "served_p99_ms": "time in the service p99 (ms)",   # answer less its round trip
 }
 """What the check compares, live against simulated, and how the table names it."""
 ROOM_METRICS = {
@@ -142,7 +142,8 @@ def levels(users: int = 600, spread_s: float = 2.0) -> tuple[Level, Level, Level
     crowd pressing :data:`SATURATING_PACE` times as fast against a consumer storing one
     coupon per transaction; and one where the gateway is engaged: that fast crowd
     against an instance that lets through a quarter of the stock a second (its rate
-    limit), the rest sent to a room that admits at the same rate. A fifth of the users
+    limit), the rest sent to a room that admits at about the same rate (a whole
+    number of users a tick). A fifth of the users
     win; arrivals are exponential with mean ``spread_s`` (2 s: a pace a single service
     process keeps on a small shared machine)."""
     stock = max(1, users // 5)
@@ -160,7 +161,7 @@ class Instance:
 
     cpu_ms: float
     """CPU per press."""
-    room_ask_cpu_ms: float
+    room_poll_cpu_ms: float
     """CPU per ask of a waiting user's page."""
     client_rtt_ms: float
     """The load generator's round trip to it, outside its CPU."""
@@ -177,13 +178,16 @@ def scenario_for(level: Level, coupon_id: str, profile: Path | None = None,
                  f"event.stock={level.stock}", f"traffic.users={level.users}",
                  f"traffic.spread_s={level.spread_s}", "traffic.early_share=0",
                  "traffic.retry_share=0", "traffic.bots=0", "traffic.status_poll_ms=20",
+                 # the load generator's presses carry an Idempotency-Key, which the
+                 # live service's sold-out flag never answers (it may be a retry)
+                 "sold_out_flag=false",
                  f"traffic.room_poll_ms={ROOM_POLL_MS}", "checkout.share=0", "consumers.count=1",
                  f"consumers.batch_size={level.consumer_batch}", "consumers.poll_ms=5"]
     if profile is not None:
         overrides.append(f"latency.profile={json.dumps(str(profile))}")
     if instance is not None:
         overrides += ["service.instances=1", f"service.cpu_ms={instance.cpu_ms}",
-                      f"service.room_poll_cpu_ms={instance.room_ask_cpu_ms}",
+                      f"service.room_poll_cpu_ms={instance.room_poll_cpu_ms}",
                       f"service.client_rtt_ms={instance.client_rtt_ms}"]
     if level.gateway:   # as the live service's: a limiter refusing at once, its breaker
         overrides += ["gateway.enabled=true", f"gateway.rate_limit_per_s={level.rate_limit_per_s}",
@@ -250,9 +254,9 @@ class Run:
 
 
 def room_empty_s(room: pd.DataFrame) -> float:
-    """When the room was first seen empty after it held anyone (s; NaN if it never did,
-    or never emptied): a bound from above, by the sampling interval (live 20 ms, the
-    model's timeline 100 ms)."""
+    """When the room was seen empty for good: the first reading after the last one with
+    anyone waiting (s; NaN if it never held anyone, or never emptied). A bound from
+    above, by the sampling interval (live 20 ms, the model's timeline 100 ms)."""
     held = room.at_ms[room.waiting > 0]
     if held.empty:
         return float("nan")
@@ -385,7 +389,7 @@ class LiveStack:
     was warm. Presses made at once are coalesced into one script call and cost less
     each (0.2 ms against 0.7 ms here, #18): the levels' presses mostly come one at a
     time, and the model's instance charges one cost per press."""
-    cpu_ms_per_room_ask: float = 0.0
+    cpu_ms_per_room_poll: float = 0.0
     """The service process's CPU time per ask of the waiting room's page (its poll), one
     at a time, by users waiting in a room's pre-queue."""
     client_rtt_ms: float = 0.0
@@ -398,10 +402,10 @@ class LiveStack:
                       "--rate-limit", str(self.rate_limit_per_s),
                       "--time-limit-ms", str(TIME_LIMIT_MS), *self._stores()) as service:
             self.url = f"http://127.0.0.1:{port}"
-            client = connect(self.redis_url)
-            self.pids = {"service": service.pid, "load generator": os.getpid(),
-                         "Redis": int(client.info("server")["process_id"])}
-            client.close()
+            self.pids = {"service": service.pid, "load generator": os.getpid()}
+            redis_pid = _local_redis_pid(self.redis_url)
+            if redis_pid is not None:
+                self.pids["Redis"] = redis_pid
             wait_until_ready(f"{self.url}/livez", service)
             self._warm(psutil.Process(service.pid))
             self.client_rtt_ms = statistics.median(_run_coroutine(_round_trips(self.url)))
@@ -427,8 +431,9 @@ class LiveStack:
         """Presses on an event not yet open (its room's pre-queue takes them: nothing is
         issued), not followed, the event purged after: a fresh process's first requests
         pay for its pools, scripts and code paths. Then the service's CPU is timed over
-        presses one at a time (the route, the gateway, the script calls: it stands for
-        an issue's) and over those users' asks of the room, one at a time."""
+        presses one at a time (the route, the gateway as this level has it, the script
+        calls: with a rate limit, most are refused by it and only join the room) and
+        over those users' asks of the room, one at a time."""
         coupon = f"twin-warm-{secrets.token_hex(4)}"
         driver = SyncDriver(connect(self.redis_url), self.redis_url)
         try:
@@ -440,7 +445,7 @@ class LiveStack:
             with _cpu_ms(service) as asking:
                 _run_coroutine(_ask_room(self.url, coupon, presses))
             self.cpu_ms_per_press = pressing[0] / presses
-            self.cpu_ms_per_room_ask = asking[0] / presses
+            self.cpu_ms_per_room_poll = asking[0] / presses
         finally:
             driver.run(lifecycle.purge(coupon))
             driver.client.close()
@@ -479,9 +484,9 @@ def run_live(stack: LiveStack, scenario: Scenario, repository: Repository,
         with watching(stack.redis_url, keys.waiting, stack.pids) as seen:
             records = _run_coroutine(_replay(stack.url, coupon, clicks_of(scenario),
                                              start_ms))
-            _wait("the consumer to store every coupon", lambda: _settled(
-                driver.run(check_invariants(coupon, with_database=True)),
-                len(_stamps(repository.engine, coupon))), SETTLE_S)
+            _wait("the consumer to store every coupon (the database stamps each row in the "
+                  "transaction that stores it)", lambda: driver.run(
+                      check_invariants(coupon, with_database=True)).in_flight == 0, SETTLE_S)
         report = driver.run(check_invariants(coupon, with_database=True))
         rows = _rows(repository.engine, coupon)
         stamps = _stamps(repository.engine, coupon)
@@ -501,11 +506,6 @@ def run_live(stack: LiveStack, scenario: Scenario, repository: Repository,
                cores=_cores(seen, start_ms, start_ms + float(rows.stored_ms.max())))
 
 
-def _settled(report: InvariantReport, stamped: int) -> bool:
-    """Every coupon issued is stored (or given back), and the database stamped each."""
-    return report.in_flight == 0 and stamped >= (report.persisted or 0)
-
-
 Seen = list[tuple[float, int, dict[str, float]]]
 """What the watcher saw: (wall ms, users in the room, CPU seconds of each process)."""
 
@@ -520,11 +520,17 @@ def watching(redis_url: str, room_key: str, pids: dict[str, int]) -> Iterator[Se
     client = connect(redis_url)
     done = threading.Event()
 
+    failed: list[BaseException] = []
+
     def watch() -> None:
-        while not done.is_set():
-            cpu = {name: sum(process.cpu_times()[:2]) for name, process in processes.items()}
-            seen.append((_now_ms(), int(client.zcard(room_key)), cpu))
-            done.wait(WATCH_S)
+        try:
+            while not done.is_set():
+                cpu = {name: sum(process.cpu_times()[:2])
+                       for name, process in processes.items()}
+                seen.append((_now_ms(), int(client.zcard(room_key)), cpu))
+                done.wait(WATCH_S)
+        except Exception as exc:      # a process gone, Redis lost: the run's figures are
+            failed.append(exc)        # incomplete, and the run says so (below)
 
     watcher = threading.Thread(target=watch, name="twin-watcher", daemon=True)
     watcher.start()
@@ -534,6 +540,23 @@ def watching(redis_url: str, room_key: str, pids: dict[str, int]) -> Iterator[Se
         done.set()
         watcher.join()
         client.close()
+    if failed:
+        raise RuntimeError("the twin check's watcher stopped during the run") from failed[0]
+
+
+def _local_redis_pid(redis_url: str) -> int | None:
+    """The pid of the Redis server, if it is a redis-server process on this machine: a
+    Redis elsewhere (a container, another host) reports a pid that means nothing here,
+    and its cores are not this machine's."""
+    client = connect(redis_url)
+    try:
+        pid = int(client.info("server")["process_id"])
+    finally:
+        client.close()
+    try:
+        return pid if psutil.Process(pid).name().startswith("redis-server") else None
+    except psutil.Error:
+        return None
 
 
 def _cores(seen: Seen, from_ms: float, to_ms: float) -> dict[str, float]:
@@ -762,7 +785,7 @@ def twin_check(redis_url: str, db_url: str, users: int = 600, runs: int = 3,
                             live.append(_live_run(stack, repository, level, scenario_for(
                                 level, f"twin-{secrets.token_hex(4)}", profile, seed)))
                     say(f"{level.name}: model")
-                    instance = (Instance(stack.cpu_ms_per_press, stack.cpu_ms_per_room_ask,
+                    instance = (Instance(stack.cpu_ms_per_press, stack.cpu_ms_per_room_poll,
                                          stack.client_rtt_ms) if service_instance else None)
                     scenario = scenario_for(level, "twin-model", profile, seed, instance)
                     results.append(LevelResult(level, live, run_model(scenario),

@@ -21,7 +21,7 @@ from couponsim.effects import Command, Now, Pause
 from couponsim.errors import InvalidInput, RequestIdConflict, UnknownCoupon
 from couponsim.flows import Flow, Variant
 from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest, IssueResult, issue
-from couponsim.flows.status import RequestState, read_status
+from couponsim.flows.status import still_issued
 from couponsim.flows.throttle import SharedLimit, acquire_shared
 from couponsim.flows.waiting_room import (
     FINAL_STATES,
@@ -150,16 +150,15 @@ def gateway_issue(gateway: Gateway, request: IssueRequest, shuffle: int = 0,
 
 
 def settle_held(answer: GatewayAnswer, coupon_id: str) -> Flow[GatewayAnswer]:
-    """What to tell a user the room answered ISSUED without taking them in: they hold a
-    coupon already (a call that outlived the time limiter after the script issued it,
-    then sent to a sold-out room; or a double click sent behind the waiters after the
-    first was issued). Not a place in line: pointed at the room, they would poll a room
-    that never knew them. This request's own coupon is followed on its status; a coupon
-    of another of the user's requests makes this one a duplicate."""
+    """What to tell a user a closed or sold-out room answered ISSUED without taking them
+    in: they hold a coupon already (a call that outlived the time limiter after the
+    script issued it; or a double click after the first was issued). Not a place in
+    line: pointed at the room, they would poll a room that never knew them. This
+    request's own coupon is followed on its status; a coupon of another of the user's
+    requests makes this one a duplicate."""
     if answer.room_state != IssueOutcome.ISSUED:
         return answer
-    own = yield from read_status(coupon_id, answer.request_id)
-    issued = own is not None and own.state is not RequestState.FAILED
+    (issued,) = yield from still_issued(coupon_id, [answer.request_id])
     return replace(answer, room_state=None,
                    outcome=IssueOutcome.ISSUED if issued else IssueOutcome.DUPLICATE)
 

@@ -6,10 +6,11 @@ reader that subscribes first and reads second can never miss the final state.
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from couponsim.effects import Command
+from couponsim.effects import Command, Pipeline
 from couponsim.flows import Flow
 from couponsim.keys import CouponKeys, seed_status_key
 
@@ -43,6 +44,16 @@ class RequestStatus:
         data = json.loads(message)
         return cls(data["request"], RequestState(data["state"]), data.get("code", ""),
                    data.get("reason", ""))
+
+
+def still_issued(coupon_id: str, request_ids: Sequence[str]) -> Flow[list[bool]]:
+    """Does each request hold the coupon the script issued to it? Its record has a status
+    (a refusal's has only the outcome) and it is not FAILED (compensated), as
+    :func:`read_status` would read it; one round trip for them all."""
+    keys = CouponKeys(coupon_id)
+    statuses = yield Pipeline(tuple(Command("HGET", (keys.request(request_id), "status"))
+                                    for request_id in request_ids))
+    return [status is not None and status != RequestState.FAILED.value for status in statuses]
 
 
 def read_status(coupon_id: str, request_id: str) -> Flow[RequestStatus | None]:

@@ -23,6 +23,7 @@ from couponsim.errors import (
 )
 from couponsim.flows import Flow, Variant
 from couponsim.flows.issue import ISSUE_FLOWS, IssueOutcome, IssueRequest, IssueResult
+from couponsim.flows.status import still_issued
 from couponsim.ids import validate_id, validate_ms
 from couponsim.keys import CouponKeys
 
@@ -142,8 +143,8 @@ def room_status(coupon_id: str, user_id: str, now_ms: int) -> Flow[RoomStatus]:
         Command("HGET", (keys.info, "starts_at_ms")),
     ), atomic=True)
     validate_ms("now_ms", now_ms)
-    (answer,) = yield from _held_by_this_request(keys, [(told(state, closed, held), request_id)],
-                                                 [state])
+    (answer,) = yield from _held_by_this_request(coupon_id, [(told(state, closed, held),
+                                                              request_id)], [state])
     rate = admission_rate(batches)
     position = 0 if rank is None else rank + 1
     until_start_s = max(0, int(starts_at or 0) - now_ms) / 1000
@@ -175,28 +176,28 @@ def room_outcome_batch(coupon_id: str, users: Sequence[str]
                            tuple(validate_id("user", user) for user in users), ROOM_READ_SHAPE)
     read = [replies[at:at + 4] for at in range(0, len(replies), 4)]
     return (yield from _held_by_this_request(
-        keys, [(told(state, closed, held), request_id) for state, request_id, closed, held
-               in read], [state for state, *_ in read]))
+        coupon_id, [(told(state, closed, held), request_id) for state, request_id, closed, held
+                    in read], [state for state, *_ in read]))
 
 
-def _held_by_this_request(keys: CouponKeys, answers: list[tuple[str | None, str | None]],
+def _held_by_this_request(coupon_id: str, answers: list[tuple[str | None, str | None]],
                           stored: list[str | None]
                           ) -> Flow[list[tuple[str | None, str | None]]]:
     """A closed room tells a user who still waited ISSUED when they hold a coupon (:func:`
     told`), for the request that timed out at the gateway after the script issued it. A
     coupon issued to another of their requests (a double click sent to the room after
-    the first one won) makes the waiting one a DUPLICATE: told ISSUED, it pointed at a
-    status no one ever wrote. Only those few are looked up (one EXISTS each)."""
+    the first one won) makes the waiting one a DUPLICATE, as :func:`couponsim.flows.
+    gateway.settle_held` answers it: told ISSUED, it pointed at a status no one wrote.
+    Only those few are looked up."""
     unsure = [n for n, ((answer, request_id), state) in enumerate(zip(answers, stored,
                                                                        strict=True))
               if answer == "ISSUED" and state == "WAITING" and request_id]
     if not unsure:
         return answers
-    found = yield Pipeline(tuple(Command("EXISTS", (keys.request(str(answers[n][1])),))
-                                 for n in unsure))
+    issued = yield from still_issued(coupon_id, [str(answers[n][1]) for n in unsure])
     settled = list(answers)
-    for n, exists in zip(unsure, found, strict=True):
-        if not exists:
+    for n, own in zip(unsure, issued, strict=True):
+        if not own:
             settled[n] = ("DUPLICATE", answers[n][1])
     return settled
 
@@ -205,11 +206,16 @@ def room_outcomes(coupon_id: str) -> Flow[dict[str, str]]:
     """Every user's state in the room, as told: for checks and operators, not for a
     request path (it reads the whole room)."""
     keys = CouponKeys(coupon_id)
-    room, holders = yield Pipeline((Command("HGETALL", (keys.room,)),
-                                    Command("HGETALL", (keys.holders,))), atomic=True)
+    room, holders, requests = yield Pipeline((Command("HGETALL", (keys.room,)),
+                                              Command("HGETALL", (keys.holders,)),
+                                              Command("HGETALL", (keys.room_requests,))),
+                                             atomic=True)
     closed = room.pop(CLOSED, None)
-    return {user: told(state, closed, holders.get(user)) or state
-            for user, state in room.items()}
+    users = list(room)
+    answers = yield from _held_by_this_request(
+        coupon_id, [(told(room[user], closed, holders.get(user)), requests.get(user))
+                    for user in users], [room[user] for user in users])
+    return {user: answer or room[user] for user, (answer, _) in zip(users, answers, strict=True)}
 
 
 def told(state: str | None, closed: str | None, held: str | None) -> str | None:

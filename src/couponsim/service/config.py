@@ -1,5 +1,6 @@
 """How a service instance is configured: by arguments, or from the environment."""
 
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -94,9 +95,11 @@ class ServiceConfig:
             raise InvalidInput("stream timeout, heartbeat and body limit must be positive")
         if self.user_limit < 0 or self.user_period_ms < 1:
             raise InvalidInput("the per-user limit must be >= 0 per a period of >= 1 ms")
-        if self.rate_limit_per_s < 0 or self.time_limit_ms <= 0:
-            raise InvalidInput("the rate limit must be >= 0 a second and the time limit "
-                               "above 0 ms")
+        if self.rate_limit_per_s < 0:
+            raise InvalidInput(f"the rate limit must be >= 0 a second, got "
+                               f"{self.rate_limit_per_s}")
+        if not 0 < self.time_limit_ms < math.inf:
+            raise InvalidInput(f"the time limit must be above 0 ms, got {self.time_limit_ms}")
 
     def gateway(self) -> Gateway:
         """The gateway of one instance: its breaker, its limiters and the waiting room

@@ -10,6 +10,7 @@ exactly once, consumers share the coupon's consumer group.
 
 import functools
 import logging
+import math
 import os
 import re
 import socket
@@ -49,7 +50,7 @@ class WorkerConfig:
     consumers the model is given)."""
 
     def __post_init__(self) -> None:
-        if self.tick_s <= 0 or self.admission_batch < 1 or self.rescan_ticks < 1:
+        if not 0 < self.tick_s < math.inf or self.admission_batch < 1 or self.rescan_ticks < 1:
             raise InvalidInput("the tick must be above 0, the admission batch and the "
                                "rescan at least 1")
 

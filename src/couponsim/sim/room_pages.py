@@ -7,8 +7,9 @@ about 1 ms, more than a press). A room of 500 waiting users is 500 asks a second
 Story 2's size, tens of thousands. The crowd parks its waiting users without a process
 (:mod:`couponsim.sim.room_news`), so the asks are charged as a flow rather than one by
 one: every :data:`TICK_MS`, the asks the parked pages make in it, on each instance its
-share. What a page learns is modelled by the crowd (it sees the room's news at its
-next ask); what its Redis read costs is not charged (a pipeline of reads, about a
+share (the servers are a pool: each charge goes to the first one free). The ask that
+sees the news is charged by the crowd when it happens, as is a page's first ask; what
+an ask's Redis read costs is not charged (a pipeline of reads, about a
 twentieth of its CPU in the instance).
 """
 
@@ -17,7 +18,6 @@ from typing import Any
 
 import simpy
 
-from couponsim.sim.records import START_MS
 from couponsim.sim.world import World
 
 TICK_MS = 10.0
@@ -38,8 +38,7 @@ class RoomPages:
         assert instances is not None, "the pages ask the service's instances"
         service, poll_ms = world.scenario.service, world.scenario.traffic.room_poll_ms
         share = TICK_MS / poll_ms * service.room_poll_cpu_ms / service.instances
-        yield self.env.timeout(max(0.0, START_MS - self.env.now))
-        while not world.traffic_done.triggered:
+        while not world.traffic_done.triggered:     # from the warm-up: early pages ask too
             pages = world.room_news.pages
             if pages:
                 for _ in range(service.instances):
