@@ -24,7 +24,7 @@ from couponsim.errors import (
 from couponsim.keys import CouponKeys
 from couponsim.persistence.repository import Repository
 from couponsim.records import CouponStatus
-from couponsim.sim.results import room_waits
+from couponsim.sim.results import Outcome, room_waits
 from couponsim.sim.run import simulate
 from couponsim.sim.scenario import Scenario, load_scenario, scenario_names
 from couponsim.sim.traffic import Click, Kind, plan
@@ -193,19 +193,23 @@ def test_the_overload_scenario_engages_the_gateway(embedded: SyncDriver) -> None
     assert (told_sold_out.actual_wait_s > 0).all(), "their answer came when the room closed"
 
 
+def _room_crowd(driver: SyncDriver, *overrides: str) -> Outcome:
+    """1,500 users against a rate limit of 300 a second: most wait in the room."""
+    outcome = simulate(load_scenario("overload_10x", [
+        "traffic.users=1500", "event.stock=100", "traffic.spread_s=0.5",
+        "gateway.rate_limit_per_s=300", *overrides]), driver)
+    assert outcome.report.ok, outcome.report.checks
+    return outcome
+
+
 def test_a_waiting_user_whose_page_polls_learns_the_news_when_the_page_next_asks(
         embedded: SyncDriver) -> None:
     """``traffic.room_poll_ms``: the service's page asks the room at once and then every
     second, so a user the room told is told on their page only at its next question, a
     whole number of polls after their answer; pushed, they learn it when it is decided."""
-    base = ["traffic.users=1500", "event.stock=100", "traffic.spread_s=0.5",
-            "gateway.rate_limit_per_s=300"]
     told_late = {}
     for poll_ms in (0, 1000):
-        scenario = load_scenario("overload_10x", [*base, f"traffic.room_poll_ms={poll_ms}"])
-        outcome = simulate(scenario, embedded)
-        assert outcome.report.ok, outcome.report.checks
-        waited = room_waits(outcome)
+        waited = room_waits(_room_crowd(embedded, f"traffic.room_poll_ms={poll_ms}"))
         sold_out = waited[waited.final_state == "SOLD_OUT"]
         assert len(sold_out) > 500
         phase_ms = (sold_out.actual_wait_s * 1000).round(3) % 1000
@@ -218,14 +222,10 @@ def test_the_waiting_pages_asks_load_the_instances_the_presses_wait_for(
     """``service.room_poll_cpu_ms``: every waiting page asks the room each second and the
     instance pays for each ask, so presses wait longer for it than when the asks are
     free."""
-    base = ["traffic.users=1500", "event.stock=100", "traffic.spread_s=0.5",
-            "gateway.rate_limit_per_s=300", "service.instances=1", "service.cpu_ms=0.5",
-            "traffic.room_poll_ms=1000"]
     waits = {}
     for ask_ms in (0, 2):
-        scenario = load_scenario("overload_10x", [*base, f"service.room_poll_cpu_ms={ask_ms}"])
-        outcome = simulate(scenario, embedded)
-        assert outcome.report.ok, outcome.report.checks
+        outcome = _room_crowd(embedded, "service.instances=1", "service.cpu_ms=0.5",
+                              "traffic.room_poll_ms=1000", f"service.room_poll_cpu_ms={ask_ms}")
         waits[ask_ms] = outcome.requests.instance_wait_ms.quantile(0.95)
     assert waits[2] > 5 * waits[0], waits
 
