@@ -39,6 +39,9 @@ def main() -> int:
     parser.add_argument("--csv", help="also write the table here")
     parser.add_argument("--no-instance", action="store_true",
                         help="the model without the service's instance (as before #18 item 3)")
+    parser.add_argument("--own-cores", action="store_true",
+                        help="the model's processes each with a core of their own, not sharing "
+                             "this machine's")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="twin-check-") as scratch:
         db_url = args.db_url or f"sqlite:///{scratch}/twin.sqlite"
@@ -52,7 +55,8 @@ def main() -> int:
 
             result = twin_check(args.redis_url, db_url, users=args.users, runs=args.runs,
                                 seed=args.seed, progress=step,
-                                service_instance=not args.no_instance)
+                                service_instance=not args.no_instance,
+                                shared_host=not args.own_cores)
             bar.update(1)
     print(f"load after: {_load()}\n")
     _print(result)
@@ -84,6 +88,10 @@ def _print(result: TwinResult) -> None:
             f"{level.instance.room_poll_cpu_ms:.3f} ms an ask of the room's page, and a client "
             f"round trip of {level.instance.client_rtt_ms:.3f} ms (measured on the live "
             "service)"))
+        print("   model's host: " + ("each process has a core of its own" if level.host is None
+                                      else f"{level.host.cores} cores shared, "
+                                      f"{level.host.background_cores:.2f} of them busy with the "
+                                      "load generator and Redis (as the live runs measured)"))
         print(f"   load generator: presses late by p50 {lag.quantile(0.5):.1f} ms, "
               f"p99 {lag.quantile(0.99):.1f} ms, max {lag.max():.1f} ms")
         outside = pd.concat([run.requests.answered_ms - run.requests.pressed_ms

@@ -74,6 +74,8 @@ def test_the_bundled_scenarios_load() -> None:
     ("seed_options.cache_field=1", "seed_options.cache_field must be one of code, coupon"),
     ("seed_options.nope=1", "unknown field"),
     ("seed.unique_key=none", "seed is the run's random seed.*seed_options"),
+    ("host.background_cores=0.5", "needs a host"),
+    ("host.cores=1.5", "whole number"),
 ])
 def test_bad_scenario_values_are_refused_naming_the_field(override: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
@@ -228,6 +230,35 @@ def test_the_waiting_pages_asks_load_the_instances_the_presses_wait_for(
                               "traffic.room_poll_ms=1000", f"service.room_poll_cpu_ms={ask_ms}")
         waits[ask_ms] = outcome.requests.instance_wait_ms.quantile(0.95)
     assert waits[2] > 5 * waits[0], waits
+
+
+def test_on_a_one_core_host_two_instances_serve_as_one(embedded: SyncDriver) -> None:
+    """``[host]``: every burst of CPU needs a core as well as its process. One core
+    runs one burst at a time, so two instances on it make presses wait exactly as one
+    instance does on it, and longer than two with a core each."""
+    waits = {}
+    for instances, cores in ((2, 1), (1, 1), (2, 0)):
+        outcome = simulate(load_scenario("black_friday", [
+            *SMALL, "service.instances=" + str(instances), "service.cpu_ms=0.5",
+            f"host.cores={cores}"]), embedded)
+        assert outcome.report.ok, outcome.report.checks
+        waits[instances, cores] = outcome.requests.instance_wait_ms.to_numpy()
+    assert (waits[2, 1] == waits[1, 1]).all()
+    assert waits[2, 1].mean() > 2 * waits[2, 0].mean(), (waits[2, 1].mean(), waits[2, 0].mean())
+
+
+def test_a_consumer_sharing_its_host_with_outside_load_stores_more_slowly(
+        embedded: SyncDriver) -> None:
+    """The database's work and the consumer's own time wait for a core the host's
+    outside load (``host.background_cores``) keeps busy part of the time."""
+    last_stored = {}
+    for host in (["host.cores=0"], ["host.cores=1", "host.background_cores=0.6"]):
+        outcome = simulate(load_scenario("black_friday", [
+            *SMALL, "consumers.count=1", "consumers.batch_size=1",
+            "latency.database_batch_ms=20", *host]), embedded)
+        assert outcome.report.ok, outcome.report.checks
+        last_stored[host[0]] = outcome.summary["last_stored_s"]
+    assert last_stored["host.cores=1"] > 1.3 * last_stored["host.cores=0"], last_stored
 
 
 def test_overloaded_instances_open_the_breaker_and_the_room_takes_the_crowd(

@@ -3,6 +3,8 @@ replay the same plan, the live run's real state keeps every invariant, and every
 metric is there. Timings are reported by benchmarks/twin_check.py, never asserted."""
 
 import math
+import os
+import statistics
 from dataclasses import astuple
 
 import pandas as pd
@@ -41,6 +43,9 @@ def test_the_twin_check_replays_one_plan_live_and_in_the_model(real_redis_url: s
         answer_ms = model.answered_ms - model.pressed_ms      # float32 in the table
         assert answer_ms.min() >= instance.cpu_ms + instance.client_rtt_ms - 1e-3
         assert set(model.final_state) <= {"COMPLETED", "SOLD_OUT", "DUPLICATE"}
+        assert level.host is not None and level.host.cores == os.cpu_count()
+        assert 0 < level.host.background_cores == pytest.approx(statistics.median(
+            run.cores["load generator"] + run.cores["Redis"] for run in level.live))
         for live in level.live:
             requests = live.requests
             assert sorted(zip(requests.user, requests.click, requests.kind, strict=True)) \

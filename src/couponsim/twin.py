@@ -53,7 +53,7 @@ from couponsim.service.config import SECRET_ENV
 from couponsim.service.page import ROOM_POLL_MS
 from couponsim.sim.records import START_MS
 from couponsim.sim.run import simulate
-from couponsim.sim.scenario import Scenario, load_scenario
+from couponsim.sim.scenario import HostSpec, Scenario, load_scenario
 from couponsim.sim.traffic import Click, plan
 from couponsim.sim.world import random_streams
 from couponsim.verify import InvariantReport, check_invariants
@@ -168,12 +168,14 @@ class Instance:
 
 
 def scenario_for(level: Level, coupon_id: str, profile: Path | None = None,
-                 seed: int = 1, instance: Instance | None = None) -> Scenario:
+                 seed: int = 1, instance: Instance | None = None,
+                 host: HostSpec | None = None) -> Scenario:
     """The scenario both runs play: black_friday's spike without early presses, retries,
     bots or checkouts (the load generator replays planned clicks only), one consumer,
     status polled every 20 ms (the live client is pushed its status) and the room's
     page asking as the service's does. ``instance``: the model's one service instance
-    (None: the instance is not modelled)."""
+    (None: the instance is not modelled). ``host``: the cores the model's processes
+    share, and the load on them from outside (None: each process has a core)."""
     overrides = [f"seed={seed}", f"event.coupon_id={json.dumps(coupon_id)}",
                  f"event.stock={level.stock}", f"traffic.users={level.users}",
                  f"traffic.spread_s={level.spread_s}", "traffic.early_share=0",
@@ -189,6 +191,9 @@ def scenario_for(level: Level, coupon_id: str, profile: Path | None = None,
         overrides += ["service.instances=1", f"service.cpu_ms={instance.cpu_ms}",
                       f"service.room_poll_cpu_ms={instance.room_poll_cpu_ms}",
                       f"service.client_rtt_ms={instance.client_rtt_ms}"]
+    if host is not None:
+        overrides += [f"host.cores={host.cores}",
+                      f"host.background_cores={host.background_cores}"]
     if level.gateway:   # as the live service's: a limiter refusing at once, its breaker
         overrides += ["gateway.enabled=true", f"gateway.rate_limit_per_s={level.rate_limit_per_s}",
                       "gateway.rate_limit_timeout_ms=0", f"gateway.time_limit_ms={TIME_LIMIT_MS}",
@@ -570,6 +575,15 @@ def _cores(seen: Seen, from_ms: float, to_ms: float) -> dict[str, float]:
             for name in before}
 
 
+def outside_load(live: list[Run]) -> HostSpec:
+    """This machine's cores, and the share of them the live runs' processes outside the
+    model kept busy (the load generator, Redis's own CPU), their median over the runs."""
+    cores = os.cpu_count() or 1
+    busy = statistics.median(run.cores.get("load generator", 0.0) + run.cores.get("Redis", 0.0)
+                             for run in live)
+    return HostSpec(cores, min(busy, cores - 0.5))
+
+
 def _run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run the load generator on an event loop of its own: in a thread of its own where
     this thread runs one already (a notebook's)."""
@@ -715,6 +729,8 @@ class LevelResult:
     clicks: list[Click]
     instance: Instance | None = None
     """The model's one instance, as measured on the live service (None: not modelled)."""
+    host: HostSpec | None = None
+    """The machine the model's processes shared (None: each had a core of its own)."""
 
     def table(self) -> pd.DataFrame:
         """Per metric: the live runs' median and range, the model's value, and the
@@ -759,12 +775,14 @@ def twin_check(redis_url: str, db_url: str, users: int = 600, runs: int = 3,
                seed: int = 1, progress: Callable[[str], None] | None = None,
                chosen: tuple[Level, ...] | None = None,
                plan_size: CalibrationPlan = SMALL_CALIBRATION,
-               service_instance: bool = True) -> TwinResult:
+               service_instance: bool = True, shared_host: bool = True) -> TwinResult:
     """Calibrate, then at each level run the plan ``runs`` times live and once in the
     model. ``progress`` is told each step as it starts. ``service_instance``: the model
     has the live service's one instance, with the CPU per press and per ask of the
     room's page measured on it (False: the model without instances, as before they
-    were modelled)."""
+    were modelled). ``shared_host``: the model's processes share this machine's cores,
+    with the load the live runs measured from outside the model (False: each has a
+    core of its own)."""
     say = progress or (lambda _step: None)
     redis_url = resolve(redis_url)          # local://: one server, shared by the children
     say("calibrate")
@@ -787,9 +805,10 @@ def twin_check(redis_url: str, db_url: str, users: int = 600, runs: int = 3,
                     say(f"{level.name}: model")
                     instance = (Instance(stack.cpu_ms_per_press, stack.cpu_ms_per_room_poll,
                                          stack.client_rtt_ms) if service_instance else None)
-                    scenario = scenario_for(level, "twin-model", profile, seed, instance)
+                    host = outside_load(live) if shared_host else None
+                    scenario = scenario_for(level, "twin-model", profile, seed, instance, host)
                     results.append(LevelResult(level, live, run_model(scenario),
-                                               clicks_of(scenario), instance))
+                                               clicks_of(scenario), instance, host))
         finally:
             repository.engine.dispose()
     return TwinResult(results, calibration.latency, calibration.wall_s)

@@ -50,6 +50,16 @@ class FifoServers:
         return start
 
 
+def take_together(service_ms: float, *pools: FifoServers) -> float:
+    """When a job arriving now starts that needs a server of each pool at once (a
+    process's turn and a core of the host), holding both for ``service_ms``."""
+    now = pools[0].env.now
+    start = max(now, *(pool.free_at[0] for pool in pools))
+    for pool in pools:
+        heapq.heapreplace(pool.free_at, start + service_ms)
+    return start
+
+
 class RedisServer:
     """Redis executes one command at a time: each effect waits its turn and holds the
     server for its own service time; its reply leaves at the end of that time.

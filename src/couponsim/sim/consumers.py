@@ -51,7 +51,8 @@ class Consumers:
                                                         reclaim if reclaiming else config))
             report = yield from world.store.flow(flow)
             if report.read and (cpu_ms := self._cpu_ms(report.read)):
-                yield self.env.timeout(cpu_ms)      # the worker's own time, between calls
+                # the worker's own time, between calls (on a host, when a core is free)
+                yield self.env.timeout(world.cpu_burst(cpu_ms) + cpu_ms - self.env.now)
             if reclaiming and not report.reclaimed:
                 world.reclaiming.discard(name)
             if event is None and report.read:

@@ -132,7 +132,7 @@ class Crowd:
             return None
         arrived = self.env.now
         cpu_ms = self.world.scenario.service.cpu_ms
-        start = instances.take(cpu_ms)
+        start = self.world.cpu_burst(cpu_ms, instances)
         record.instance_wait_ms = start - arrived
         yield self.env.timeout(start + cpu_ms - arrived)
         return int(arrived)

@@ -3,8 +3,9 @@
 The model is made of parts over one :class:`World` (one clock, the seed's random
 streams, the store, the run's records), the way SimPy's own resources are small
 classes over one environment: the scheduler, the crowd and its checkouts, the
-consumers, the waiting room's admissions and its users' pages, the sampler and, when
-the scenario has one, the failover. This module is the one place that wires them: a new part is a
+consumers, the waiting room's admissions and its users' pages, the sampler, the load of
+processes outside the model on a shared host, and, when the scenario has one, the
+failover. This module is the one place that wires them: a new part is a
 class with a ``start()`` that starts its processes, made and listed in
 :meth:`Model.parts`. The order of that list is the order their processes start,
 which a seed's replay depends on.
@@ -18,6 +19,7 @@ from couponsim.sim.admissions import Admissions
 from couponsim.sim.checkouts import Checkouts
 from couponsim.sim.consumers import Consumers
 from couponsim.sim.crowd import Crowd
+from couponsim.sim.host_load import HostLoad
 from couponsim.sim.records import Run
 from couponsim.sim.replica import ReplicaFailover
 from couponsim.sim.room_pages import RoomPages
@@ -46,6 +48,8 @@ class Model:
             self.parts.append(Admissions(self.world))
         if self.world.room_asks_charged:
             self.parts.append(RoomPages(self.world))
+        if self.world.host is not None and scenario.host.background_cores:
+            self.parts.append(HostLoad(self.world))
         self.parts.append(Sampler(self.world, self.consumers))
         if scenario.failover.at_s >= 0:
             self.parts.append(ReplicaFailover(self.world))

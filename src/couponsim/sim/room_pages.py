@@ -18,6 +18,8 @@ from typing import Any
 
 import simpy
 
+from couponsim.sim.records import START_MS
+from couponsim.sim.traffic import EARLY_WINDOW_MS
 from couponsim.sim.world import World
 
 TICK_MS = 10.0
@@ -38,9 +40,10 @@ class RoomPages:
         assert instances is not None, "the pages ask the service's instances"
         service, poll_ms = world.scenario.service, world.scenario.traffic.room_poll_ms
         share = TICK_MS / poll_ms * service.room_poll_cpu_ms / service.instances
-        while not world.traffic_done.triggered:     # from the warm-up: early pages ask too
+        yield self.env.timeout(max(0.0, START_MS - EARLY_WINDOW_MS - self.env.now))
+        while not world.traffic_done.triggered:     # from the first press: early pages too
             pages = world.room_news.pages
             if pages:
                 for _ in range(service.instances):
-                    instances.take(pages * share)
+                    world.cpu_burst(pages * share, instances)
             yield self.env.timeout(TICK_MS)

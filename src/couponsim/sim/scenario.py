@@ -147,6 +147,20 @@ LAG_DISTRIBUTIONS = ("fixed", "exponential")
 
 
 @dataclass(frozen=True)
+class HostSpec:
+    """The machine the service's processes share. Each process runs one burst of CPU at a
+    time (its own server: an instance, a consumer); on a host, each burst also needs one
+    of its cores, first come first served, so that processes sharing too few cores wait
+    for each other as they do live."""
+
+    cores: int = 0
+    """0: not modelled (each process has a core of its own)."""
+    background_cores: float = 0.0
+    """Cores kept busy by processes outside the model (the twin check's load generator,
+    Redis's own CPU): taken in bursts every millisecond."""
+
+
+@dataclass(frozen=True)
 class FailoverSpec:
     """Redis's primary dies mid-sale and its replica, behind by the replication lag,
     takes over: what an asynchronous replica forgets, the sale may sell again."""
@@ -176,6 +190,7 @@ class Scenario:
     gateway: GatewaySpec = field(default_factory=GatewaySpec)
     service: ServiceSpec = field(default_factory=ServiceSpec)
     checkout: CheckoutSpec = field(default_factory=CheckoutSpec)
+    host: HostSpec = field(default_factory=HostSpec)
     failover: FailoverSpec = field(default_factory=FailoverSpec)
     seed_options: SeedOptions = field(default_factory=SeedOptions)
     """The seed variant's readings of the document where it contradicts itself or
@@ -231,6 +246,9 @@ def _check(scenario: Scenario) -> None:
                 raise InvalidInput(f"{where} is a share from 0 to 1, got {value!r}")
             if item.name not in ("warm_up_at_s", "at_s") and value < 0:
                 raise InvalidInput(f"{where} must not be negative, got {value!r}")
+    if scenario.host.background_cores and not scenario.host.background_cores < scenario.host.cores:
+        raise InvalidInput("host.background_cores needs a host (host.cores) and must leave a "
+                           "part of its cores free")
     if not 0 < scenario.gateway.breaker_failure_rate <= 100:
         raise InvalidInput("gateway.breaker_failure_rate is a percentage above 0, at most 100")
     if scenario.event.warm_up_at_s > -1:
@@ -291,7 +309,7 @@ def _parse_value(raw: str) -> Any:
 _SECTIONS: dict[str, type] = {"event": EventSpec, "traffic": TrafficSpec,
                               "latency": LatencySpec, "consumers": ConsumerSpec,
                               "gateway": GatewaySpec, "service": ServiceSpec,
-                              "checkout": CheckoutSpec,
+                              "checkout": CheckoutSpec, "host": HostSpec,
                               "failover": FailoverSpec, "seed_options": SeedOptions}
 
 

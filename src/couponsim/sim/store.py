@@ -19,7 +19,7 @@ from couponsim.drivers.simulated import Perform, flow_process
 from couponsim.drivers.sync import SyncDriver
 from couponsim.effects import Command, DbCall, Effect, Pipeline, Script
 from couponsim.flows import Flow
-from couponsim.sim.components import RedisServer, Server
+from couponsim.sim.components import FifoServers, RedisServer, Server
 from couponsim.sim.records import RequestRecord
 from couponsim.sim.scenario import LatencySpec
 
@@ -28,8 +28,10 @@ DATABASE_POOL = 5
 
 class Store:
     def __init__(self, env: simpy.Environment, latency: LatencySpec, driver: SyncDriver,
-                 network: np.random.Generator) -> None:
+                 network: np.random.Generator, host: FifoServers | None = None) -> None:
         self.env = env
+        self.host = host
+        """The cores a transaction's work needs one of (None: it has its own)."""
         self.latency = latency
         self.driver = driver
         """The store Redis effects run on: after a failover, the promoted replica."""
@@ -54,8 +56,9 @@ class Store:
                     result = self.driver.execute(effect)
                     rows = len(effect.args[0]) if effect.args and isinstance(
                         effect.args[0], list | tuple) else 1
-                    yield self.env.timeout(latency.database_batch_ms
-                                           + rows * latency.database_row_ms)
+                    busy_ms = latency.database_batch_ms + rows * latency.database_row_ms
+                    start = self.env.now if self.host is None else self.host.take(busy_ms)
+                    yield self.env.timeout(start + busy_ms - self.env.now)
                 if effect.method == "persist_issued":
                     for request, decided in result.items():
                         if decided.code:

@@ -15,7 +15,7 @@ from couponsim.keys import CouponKeys
 from couponsim.resilience.breaker import BreakerConfig, CircuitBreaker
 from couponsim.resilience.rate_limiter import RateLimiter, RateLimiterConfig
 from couponsim.resilience.time_limiter import TimeLimiter
-from couponsim.sim.components import FifoServers
+from couponsim.sim.components import FifoServers, take_together
 from couponsim.sim.records import START_MS, Run
 from couponsim.sim.room_news import RoomNews
 from couponsim.sim.scenario import Scenario
@@ -39,7 +39,9 @@ class World:
         self.rng = random_streams(scenario.seed)
         warm_up_ms = START_MS + scenario.event.warm_up_at_s * 1000
         self.env = simpy.Environment(initial_time=warm_up_ms - 1)
-        self.store = Store(self.env, scenario.latency, driver, self.rng["network"])
+        self.host = FifoServers(self.env, scenario.host.cores) if scenario.host.cores else None
+        """The cores the processes share (None: each has its own)."""
+        self.store = Store(self.env, scenario.latency, driver, self.rng["network"], self.host)
         self.keys = CouponKeys(scenario.event.coupon_id)
         self.run = Run(scenario, gateway=gateway(scenario), stored_ms=self.store.stored_ms)
         self.room_news = RoomNews(self.env, self.store, scenario.event.coupon_id,
@@ -65,8 +67,17 @@ class World:
     def room_asked(self) -> None:
         """One page asked the room: an instance's CPU, which presses then queue behind
         (the page waits for nothing here: it learns by the room's news)."""
-        if self.instances is not None and self.room_asks_charged:
-            self.instances.take(self.scenario.service.room_poll_cpu_ms)
+        if self.room_asks_charged:
+            self.cpu_burst(self.scenario.service.room_poll_cpu_ms, self.instances)
+
+    def cpu_burst(self, service_ms: float, process: FifoServers | None = None) -> float:
+        """When a burst of CPU arriving now starts: on its process's own servers (the
+        instances; None: a process that runs one thing at a time anyway, a consumer) and,
+        on a host, on one of its cores."""
+        pools = [pool for pool in (process, self.host) if pool is not None]
+        if not pools:
+            return self.env.now
+        return take_together(service_ms, *pools)
 
 
 def gateway(scenario: Scenario) -> Gateway | None:
