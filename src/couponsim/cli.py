@@ -179,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--time-limit-ms", type=float, default=1000.0,
                        help="an issue call slower than this is a failure for the breaker, "
                             "and its user goes to the waiting room (default 1000; the "
-                            "worker's admission keeps its own, 1000)"),
+                            "worker's admission keeps its own, 1000)")
     calibrate = commands.add_parser(
         "calibrate", help="measure a Redis and a database; write the latency profile",
         description="Run the real flows on a scratch coupon (purged afterwards), time them "

@@ -143,9 +143,9 @@ def levels(users: int = 600, spread_s: float = 2.0) -> tuple[Level, Level, Level
     coupon per transaction; and one where the gateway is engaged: that fast crowd
     against an instance that lets through a quarter of the stock a second (its rate
     limit), the rest sent to a room that admits at about the same rate (a whole
-    number of users a tick). A fifth of the users
-    win; arrivals are exponential with mean ``spread_s`` (2 s: a pace a single service
-    process keeps on a small shared machine)."""
+    number of users a tick). A fifth of the users win; arrivals are exponential with
+    mean ``spread_s`` (2 s: a pace a single service process keeps on a small shared
+    machine)."""
     stock = max(1, users // 5)
     fast = spread_s / SATURATING_PACE
     limit = max(1, stock // 4)
@@ -445,25 +445,21 @@ class LiveStack:
             driver.run(lifecycle.warm_up(CouponEvent(
                 coupon, 1, name="warm-up", starts_at_ms=int(time.time() * 1000) + 3_600_000)))
             _run_coroutine(_press_only(self.url, coupon, presses))
-            with _cpu_ms(service) as pressing:
-                _run_coroutine(_press_only(self.url, coupon, presses, at_once=False))
-            with _cpu_ms(service) as asking:
-                _run_coroutine(_ask_room(self.url, coupon, presses))
-            self.cpu_ms_per_press = pressing[0] / presses
-            self.cpu_ms_per_room_poll = asking[0] / presses
+            before_s = _cpu_s(service)
+            _run_coroutine(_press_only(self.url, coupon, presses, at_once=False))
+            pressed_s = _cpu_s(service)
+            _run_coroutine(_ask_room(self.url, coupon, presses))
+            self.cpu_ms_per_press = 1000 * (pressed_s - before_s) / presses
+            self.cpu_ms_per_room_poll = 1000 * (_cpu_s(service) - pressed_s) / presses
         finally:
             driver.run(lifecycle.purge(coupon))
             driver.client.close()
 
 
-@contextmanager
-def _cpu_ms(process: psutil.Process) -> Iterator[list[float]]:
-    """The CPU time ``process`` used during the block, in ms (in the list, once done)."""
-    used: list[float] = []
-    before = process.cpu_times()
-    yield used
-    after = process.cpu_times()
-    used.append(1000 * (after.user + after.system - before.user - before.system))
+def _cpu_s(process: psutil.Process) -> float:
+    """The CPU time ``process`` has used so far (user and system), in seconds."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def run_live(stack: LiveStack, scenario: Scenario, repository: Repository,
@@ -530,8 +526,7 @@ def watching(redis_url: str, room_key: str, pids: dict[str, int]) -> Iterator[Se
     def watch() -> None:
         try:
             while not done.is_set():
-                cpu = {name: sum(process.cpu_times()[:2])
-                       for name, process in processes.items()}
+                cpu = {name: _cpu_s(process) for name, process in processes.items()}
                 seen.append((_now_ms(), int(client.zcard(room_key)), cpu))
                 done.wait(WATCH_S)
         except Exception as exc:      # a process gone, Redis lost: the run's figures are

@@ -50,12 +50,14 @@ class FifoServers:
         return start
 
 
-def take_together(service_ms: float, *pools: FifoServers) -> float:
+def take_together(env: simpy.Environment, service_ms: float,
+                  *pools: FifoServers | None) -> float:
     """When a job arriving now starts that needs a server of each pool at once (a
-    process's turn and a core of the host), holding both for ``service_ms``."""
-    now = pools[0].env.now
-    start = max(now, *(pool.free_at[0] for pool in pools))
-    for pool in pools:
+    process's turn and a core of the host), holding them for ``service_ms``. A pool that
+    is None is not there: with none, the job starts now."""
+    present = [pool for pool in pools if pool is not None]
+    start = max([env.now, *(pool.free_at[0] for pool in present)])
+    for pool in present:
         heapq.heapreplace(pool.free_at, start + service_ms)
     return start
 

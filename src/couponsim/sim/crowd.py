@@ -231,8 +231,7 @@ class Crowd:
         return -(self.env.now - record.answered_ms) % poll_ms
 
     def _take(self, waiter: "Waiter", state: str | None, request_id: str | None) -> None:
-        if self.world.scenario.traffic.room_poll_ms:   # the ask that saw the news
-            self.world.room_asked()
+        self.world.room_asked()      # the ask that saw the news
         if not self._learn(waiter, state, request_id):
             self.env.process(self._await_final(waiter))
 

@@ -3,13 +3,6 @@ generator, Redis's own CPU. They keep ``host.background_cores`` of its cores bus
 model takes that share in a burst every :data:`TICK_MS`, so the model's processes find
 a core busy about as often as they do live."""
 
-from collections.abc import Generator
-from typing import Any
-
-import simpy
-
-from couponsim.sim.records import START_MS
-from couponsim.sim.traffic import EARLY_WINDOW_MS
 from couponsim.sim.world import World
 
 TICK_MS = 1.0
@@ -19,15 +12,10 @@ TICK_MS = 1.0
 class HostLoad:
     def __init__(self, world: World) -> None:
         self.world = world
-        self.env = world.env
+        self.burst_ms = world.scenario.host.background_cores * TICK_MS
 
     def start(self) -> None:
-        self.env.process(self._load())
+        self.world.env.process(self.world.every_tick(TICK_MS, self._load))
 
-    def _load(self) -> Generator[simpy.Event, Any, None]:
-        world = self.world
-        burst_ms = world.scenario.host.background_cores * TICK_MS
-        yield self.env.timeout(max(0.0, START_MS - EARLY_WINDOW_MS - self.env.now))
-        while not world.traffic_done.triggered:      # from the first possible press
-            world.cpu_burst(burst_ms)
-            yield self.env.timeout(TICK_MS)
+    def _load(self) -> None:
+        self.world.cpu_burst(self.burst_ms)

@@ -13,13 +13,6 @@ an ask's Redis read costs is not charged (a pipeline of reads, about a
 twentieth of its CPU in the instance).
 """
 
-from collections.abc import Generator
-from typing import Any
-
-import simpy
-
-from couponsim.sim.records import START_MS
-from couponsim.sim.traffic import EARLY_WINDOW_MS
 from couponsim.sim.world import World
 
 TICK_MS = 10.0
@@ -30,20 +23,15 @@ time per press, so presses queue behind them about as they would behind single a
 class RoomPages:
     def __init__(self, world: World) -> None:
         self.world = world
-        self.env = world.env
+        service, poll_ms = world.scenario.service, world.scenario.traffic.room_poll_ms
+        self.share_ms = TICK_MS / poll_ms * service.room_poll_cpu_ms / service.instances
+        """One page's asks in a tick, on one instance."""
 
     def start(self) -> None:
-        self.env.process(self._ask())
+        self.world.env.process(self.world.every_tick(TICK_MS, self._ask))
 
-    def _ask(self) -> Generator[simpy.Event, Any, None]:
-        world, instances = self.world, self.world.instances
-        assert instances is not None, "the pages ask the service's instances"
-        service, poll_ms = world.scenario.service, world.scenario.traffic.room_poll_ms
-        share = TICK_MS / poll_ms * service.room_poll_cpu_ms / service.instances
-        yield self.env.timeout(max(0.0, START_MS - EARLY_WINDOW_MS - self.env.now))
-        while not world.traffic_done.triggered:     # from the first press: early pages too
-            pages = world.room_news.pages
-            if pages:
-                for _ in range(service.instances):
-                    world.cpu_burst(pages * share, instances)
-            yield self.env.timeout(TICK_MS)
+    def _ask(self) -> None:
+        world = self.world
+        if pages := world.room_news.pages:
+            for _ in range(world.scenario.service.instances):
+                world.cpu_burst(pages * self.share_ms, world.instances)

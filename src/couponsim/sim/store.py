@@ -19,7 +19,7 @@ from couponsim.drivers.simulated import Perform, flow_process
 from couponsim.drivers.sync import SyncDriver
 from couponsim.effects import Command, DbCall, Effect, Pipeline, Script
 from couponsim.flows import Flow
-from couponsim.sim.components import FifoServers, RedisServer, Server
+from couponsim.sim.components import FifoServers, RedisServer, Server, take_together
 from couponsim.sim.records import RequestRecord
 from couponsim.sim.scenario import LatencySpec
 
@@ -57,7 +57,7 @@ class Store:
                     rows = len(effect.args[0]) if effect.args and isinstance(
                         effect.args[0], list | tuple) else 1
                     busy_ms = latency.database_batch_ms + rows * latency.database_row_ms
-                    start = self.env.now if self.host is None else self.host.take(busy_ms)
+                    start = take_together(self.env, busy_ms, self.host)
                     yield self.env.timeout(start + busy_ms - self.env.now)
                 if effect.method == "persist_issued":
                     for request, decided in result.items():

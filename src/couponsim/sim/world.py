@@ -6,6 +6,9 @@ run replays bit for bit, and a part added later takes a stream of its own withou
 changing the draws of the others.
 """
 
+from collections.abc import Callable, Generator
+from typing import Any
+
 import numpy as np
 import simpy
 
@@ -20,6 +23,7 @@ from couponsim.sim.records import START_MS, Run
 from couponsim.sim.room_news import RoomNews
 from couponsim.sim.scenario import Scenario
 from couponsim.sim.store import Store
+from couponsim.sim.traffic import EARLY_WINDOW_MS
 
 STREAMS = ("arrivals", "clicks", "network", "shuffle", "behaviour", "checkout", "failover",
            "news")
@@ -74,10 +78,16 @@ class World:
         """When a burst of CPU arriving now starts: on its process's own servers (the
         instances; None: a process that runs one thing at a time anyway, a consumer) and,
         on a host, on one of its cores."""
-        pools = [pool for pool in (process, self.host) if pool is not None]
-        if not pools:
-            return self.env.now
-        return take_together(service_ms, *pools)
+        return take_together(self.env, service_ms, process, self.host)
+
+    def every_tick(self, tick_ms: float, act: Callable[[], None]
+                   ) -> Generator[simpy.Event, Any, None]:
+        """``act`` every ``tick_ms``, from the first press there can be (an early one)
+        until every click has its answer: the loads charged as a flow."""
+        yield self.env.timeout(max(0.0, START_MS - EARLY_WINDOW_MS - self.env.now))
+        while not self.traffic_done.triggered:
+            act()
+            yield self.env.timeout(tick_ms)
 
 
 def gateway(scenario: Scenario) -> Gateway | None:
